@@ -1,0 +1,149 @@
+"""The `harvester` command: a thin mirror of the Python API (harvester.api)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from .errors import ConfigError, HarvesterError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Harvest a teacher model's answers for distillation: prompt sets in, a clean dataset "
+                       "out; every request paid for at most once and every answer kept.\n\n"
+                       "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 quota reached (resumable), "
+                       "130 interrupted (resumable).")
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+JobArg = typer.Argument(..., help="the job file (YAML or TOML)", exists=False)
+
+
+def _guard(fn: Callable[[], int | None]) -> None:
+    """Run a command; turn harvester errors into a message and their exit code."""
+    try:
+        code = fn() or 0
+    except HarvesterError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        code = 130
+    raise typer.Exit(code)
+
+
+def _harvester(job: Path) -> Any:
+    from .api import Harvester
+    return Harvester.from_file(job)
+
+
+@app.command()
+def run(job: Path = JobArg,
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display")) -> None:
+    """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
+
+    Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again."""
+    def go() -> int:
+        from .display import ProgressDisplay
+        h = _harvester(job)
+        display = None if quiet else ProgressDisplay()
+        try:
+            result = h.run_sync(on_progress=display)
+        finally:
+            if display:
+                display.close()
+        s = result.status
+        out.print(f"run {result.reason}: sent {result.sent} requests, {result.answered} answered, "
+                  f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
+                  f"{s['pending']} pending", highlight=False)
+        if result.errors:
+            out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
+                      highlight=False)
+        if result.message:
+            (err if result.exit_code else out).print(result.message, highlight=False)
+        return result.exit_code
+    _guard(go)
+
+
+@app.command()
+def status(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
+    """Show JOB's jobs by state, tokens, and errors by class."""
+    def go() -> None:
+        s = _harvester(job).status()
+        if as_json:
+            print(json.dumps(s, indent=2, default=str))
+        else:
+            from .display import status_table
+            out.print(status_table(s))
+    _guard(go)
+
+
+@app.command()
+def export(job: Path = JobArg,
+           out_dir: Optional[Path] = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
+           fmt: Optional[str] = typer.Option(None, "--format", help="openai | alpaca | sharegpt | trl")) -> None:
+    """Write JOB's answers as a training dataset: JSONL files and a HF dataset (save_to_disk)."""
+    def go() -> None:
+        from .display import export_table
+        if fmt is not None and fmt not in ("openai", "alpaca", "sharegpt", "trl"):
+            raise ConfigError(f"--format: unknown format {fmt!r}; choose openai, alpaca, sharegpt or trl")
+        h = _harvester(job)
+        h.export(out_dir, fmt)
+        out.print(export_table(h.last_export))
+    _guard(go)
+
+
+@app.command()
+def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port)"),
+        latency: float = typer.Option(0.0, help="mean seconds per answer"),
+        jitter: float = typer.Option(0.0, help="± seconds around the mean latency"),
+        rpm: Optional[float] = typer.Option(None, help="requests/min, enforced per second (429 past it)"),
+        tpm: Optional[float] = typer.Option(None, help="tokens/min (prompt + max_tokens), enforced per second"),
+        no_headers: bool = typer.Option(False, "--no-headers", help="send no x-ratelimit-* headers"),
+        error_rate: float = typer.Option(0.0, help="share of 5xx answers"),
+        drop_rate: float = typer.Option(0.0, help="share of dropped connections"),
+        garbage_rate: float = typer.Option(0.0, help="share of unparseable 200 bodies"),
+        slow_rate: float = typer.Option(0.0, help="share of answers delayed by --slow-seconds"),
+        slow_seconds: float = typer.Option(30.0, help="delay of a slow answer"),
+        api_key_env: Optional[str] = typer.Option(None, help="require the key in this variable (else 401)"),
+        quota_exhausted: bool = typer.Option(False, help="answer every request with 429 insufficient_quota"),
+        log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
+        ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
+        seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
+    """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests."""
+    def go() -> None:
+        from .sim import SimConfig, serve_forever
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set")
+        cfg = SimConfig(latency=latency, jitter=jitter, rpm=rpm, tpm=tpm, headers=not no_headers,
+                        error_rate=error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
+                        slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
+                        quota_exhausted=quota_exhausted, seed=seed, log_path=str(log) if log else None)
+        serve_forever(cfg, port=port, ready_file=ready_file)
+    _guard(go)
+
+
+@app.command()
+def demo(job: Optional[Path] = typer.Option(None, help="job file (default: jobs/demo.yaml)")) -> None:
+    """Start the built-in simulator, harvest prompts/demo.yaml, export to data/demo/, print a summary."""
+    def go() -> int:
+        from .demo import run_demo
+        return run_demo(job, out)
+    _guard(go)
+
+
+def main() -> None:
+    app(prog_name="harvester")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The job file: pydantic models, and loading YAML/TOML with errors that name the field."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+
+class _Model(BaseModel):
+    # Unknown keys are errors: a typo in a budget must not silently become "no budget".
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Limits(_Model):
+    """What the provider allows. Anything left out is learned from rate-limit headers or adaptively."""
+
+    rpm: float | None = Field(None, gt=0, description="requests per minute")
+    tpm: float | None = Field(None, gt=0, description="tokens per minute (input + output)")
+    input_tpm: float | None = Field(None, gt=0, description="input tokens per minute, where split")
+    output_tpm: float | None = Field(None, gt=0, description="output tokens per minute, where split")
+    max_concurrency: int = Field(64, ge=1, le=10_000, description="requests in flight at most")
+
+
+TrainingUse = Literal["allowed", "conditional", "forbidden", "unknown"]
+
+
+class Terms(_Model):
+    """What the teacher's terms say about training on its outputs (information, not legal advice)."""
+
+    provider: str | None = None
+    terms_url: str | None = None
+    checked_on: date | None = None
+    training_use: TrainingUse | None = None
+    conditions: str | None = None
+    acknowledgement: str | None = None
+
+
+class Teacher(_Model):
+    base_url: str = "https://api.openai.com/v1"
+    model: str
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="name of the variable holding the key")
+    params: dict[str, Any] = Field(default_factory=dict, description="sampling parameters sent as-is")
+    limits: Limits = Field(default_factory=Limits)
+    timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
+    provider: str | None = Field(None, description="e.g. openai, anthropic; guessed from base_url")
+    terms: Terms | None = None
+
+    @field_validator("params")
+    @classmethod
+    def _no_reserved_params(cls, v: dict[str, Any]) -> dict[str, Any]:
+        reserved = {"messages", "model", "stream"} & v.keys()
+        if reserved:
+            raise ValueError(f"{sorted(reserved)} are set by harvester, not in params")
+        n = v.get("n", 1)
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("n must be a positive integer")
+        return v
+
+    def api_key(self) -> str:
+        """The key from the environment; never stored anywhere."""
+        if self.api_key_env is None:
+            return "no-key"  # local teachers (vLLM, Ollama, the simulator) need none
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise ConfigError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
+        return key
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.params.get("max_completion_tokens", self.params.get("max_tokens"))
+        return int(value) if value is not None else None
+
+
+class PromptSet(_Model):
+    path: Path
+    samples: int = Field(1, ge=1, le=1000, description="answers wanted per prompt")
+    format: Literal["auto", "jsonl", "yaml", "csv"] = "auto"
+
+
+class Retry(_Model):
+    max_attempts: int = Field(6, ge=1, le=100, description="tries per job per run")
+    initial_wait: float = Field(1.0, ge=0)
+    max_wait: float = Field(60.0, ge=0)
+
+
+class Prices(_Model):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class Quota(_Model):
+    """Budgets: any subset. `*_per_run`, `*_per_day`, `*_per_month` (UTC) and `*_total` for the job."""
+
+    prices: Prices | None = None
+    requests_per_run: int | None = Field(None, ge=0)
+    requests_per_day: int | None = Field(None, ge=0)
+    requests_per_month: int | None = Field(None, ge=0)
+    requests_total: int | None = Field(None, ge=0)
+    input_tokens_per_run: int | None = Field(None, ge=0)
+    input_tokens_per_day: int | None = Field(None, ge=0)
+    input_tokens_per_month: int | None = Field(None, ge=0)
+    input_tokens_total: int | None = Field(None, ge=0)
+    output_tokens_per_run: int | None = Field(None, ge=0)
+    output_tokens_per_day: int | None = Field(None, ge=0)
+    output_tokens_per_month: int | None = Field(None, ge=0)
+    output_tokens_total: int | None = Field(None, ge=0)
+    tokens_per_run: int | None = Field(None, ge=0)
+    tokens_per_day: int | None = Field(None, ge=0)
+    tokens_per_month: int | None = Field(None, ge=0)
+    tokens_total: int | None = Field(None, ge=0)
+    usd_per_run: float | None = Field(None, ge=0)
+    usd_per_day: float | None = Field(None, ge=0)
+    usd_per_month: float | None = Field(None, ge=0)
+    usd_total: float | None = Field(None, ge=0)
+
+    def budgets(self) -> dict[str, float]:
+        """The budgets that are set, by name."""
+        return {k: v for k, v in self.model_dump(exclude={"prices"}).items() if v is not None}
+
+
+class Export(_Model):
+    out: Path | None = Field(None, description="folder; default data/<name>")
+    format: Literal["openai", "alpaca", "sharegpt", "trl"] = "openai"
+    samples: Literal["all", "first"] = Field("all", description="all samples, or one per prompt")
+    test_size: float = Field(0.0, ge=0, lt=1, description="share of rows in the test split")
+    dedup: bool = True
+
+
+class Job(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    teacher: Teacher
+    prompts: list[PromptSet] = Field(min_length=1)
+    store: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///data/<name>.db")
+    export: Export = Field(default_factory=Export)
+    retry: Retry = Field(default_factory=Retry)
+    quota: Quota = Field(default_factory=Quota)
+    lease_seconds: float = Field(600.0, gt=0, description="a claimed job returns to the queue after this")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "Job":
+        if self.store is None:
+            self.store = f"sqlite:///data/{self.name}.db"
+        if self.export.out is None:
+            self.export.out = Path("data") / self.name
+        return self
+
+    def resolve_paths(self, base: Path) -> "Job":
+        """Make every relative path absolute against `base` (the job file's folder)."""
+        base = base.resolve()
+        for ps in self.prompts:
+            ps.path = (base / ps.path).resolve()
+        assert self.export.out is not None and self.store is not None
+        self.export.out = (base / self.export.out).resolve()
+        self.store = resolve_sqlite_url(self.store, base)
+        return self
+
+
+def resolve_sqlite_url(url: str, base: Path) -> str:
+    """`sqlite:///rel.db` is relative to `base`; `sqlite:////abs.db` and other engines pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base / url[len(prefix):]).resolve())
+    return url
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid job file"]
+    for e in err.errors():
+        lines.append(f"  {_field_path(e['loc'])}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_job(path: str | Path) -> Job:
+    """Read a job file (YAML or TOML); relative paths resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read job file ({e.__class__.__name__})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: "
+                          f"{getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a job file is a mapping with at least name, teacher and prompts")
+    return job_from_dict(data, source=str(path), base=path.parent)
+
+
+def job_from_dict(data: dict[str, Any], *, source: str = "job", base: Path | None = None) -> Job:
+    try:
+        job = Job.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+    return job.resolve_paths(base or Path.cwd())

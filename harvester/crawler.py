@@ -1,0 +1,291 @@
+"""The async loop that joins the rooms: claim jobs, wait for the quota and the limiter, ask the
+teacher, retry what is transient, record every attempt and answer through the writer, stop cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_exponential_jitter
+
+from .config import Job
+from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
+from .ratelimit import Permit, RateLimiter
+from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
+from .store.writer import StoreWriter
+from .teacher import Reply, Teacher
+from .tokens import TokenEstimator
+
+
+class QuotaGate(Protocol):
+    """What the crawler needs of the quota guard (harvester.quota)."""
+
+    def reserve(self, job_id: str, input_tokens: int, output_tokens: int) -> Any: ...
+    def settle(self, reservation: Any, prompt_tokens: int | None, completion_tokens: int | None) -> None: ...
+    def release(self, reservation: Any) -> None: ...
+
+
+@dataclass
+class Progress:
+    """A snapshot for progress displays; `total` counts the plan's jobs."""
+
+    total: int
+    done: int
+    failed: int
+    in_flight: int
+    sent: int
+    answered: int
+    rate_limited: int
+    prompt_tokens: int
+    completion_tokens: int
+    elapsed: float
+    requests_per_min: float
+    eta_seconds: float | None
+    limiter: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunOutcome:
+    reason: str                     # done | quota | interrupted | fatal
+    message: str = ""
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    quota: QuotaExceeded | None = None
+    fatal: FatalError | None = None
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class _Stop(Exception):
+    """Raised inside a job's task when the run stops before the job was sent."""
+
+
+class Crawler:
+    def __init__(self, job: Job, store: Store, teacher: Teacher, *, plan_key: str, run_id: int,
+                 owner: str, limiter: RateLimiter | None = None, quota: QuotaGate | None = None,
+                 estimator: TokenEstimator | None = None, total: int = 0, done_before: int = 0,
+                 failed_before: int = 0) -> None:
+        self.job = job
+        self.store = store
+        self.teacher = teacher
+        self.plan_key = plan_key
+        self.run_id = run_id
+        self.owner = owner
+        limits = job.teacher.limits
+        self.limiter = limiter or RateLimiter(rpm=limits.rpm, tpm=limits.tpm, input_tpm=limits.input_tpm,
+                                              output_tpm=limits.output_tpm, max_concurrency=limits.max_concurrency)
+        self.quota = quota
+        self.estimator = estimator or TokenEstimator()
+        self.max_tokens = job.teacher.max_tokens or 4096  # tpm reservation when the job sets none
+        self.writer = StoreWriter(store)
+        self.total, self.done, self.failed = total, done_before, failed_before
+        self.sent = self.answered = self.rate_limited = self.in_flight = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.errors: Counter[str] = Counter()
+        self.started = time.monotonic()
+        self._stopping = False
+        self._stop_reason: RunOutcome | None = None
+        self._wake = asyncio.Event()
+        self._gate = asyncio.Lock()          # FIFO: one waiter polls the limiter at a time
+        self._sending: set[asyncio.Task[Any]] = set()
+
+    # --- public -------------------------------------------------------------------------
+    def stop(self, reason: str = "interrupted", message: str = "") -> None:
+        """Send nothing new; let what is in flight finish and be recorded."""
+        if not self._stopping:
+            self._stopping = True
+            self._stop_reason = self._stop_reason or RunOutcome(reason, message)
+        self._wake.set()
+
+    def progress(self) -> Progress:
+        elapsed = time.monotonic() - self.started
+        rpm = self.sent / elapsed * 60 if elapsed > 0 else 0.0
+        left = self.total - self.done - self.failed
+        rate = self.answered / elapsed if elapsed > 0 else 0.0
+        return Progress(self.total, self.done, self.failed, self.in_flight, self.sent, self.answered,
+                        self.rate_limited, self.prompt_tokens, self.completion_tokens, elapsed, rpm,
+                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot())
+
+    async def run(self, on_progress: Callable[[Progress], None] | None = None,
+                  progress_interval: float = 0.5) -> RunOutcome:
+        tasks: set[asyncio.Task[Any]] = set()
+        prefetch = max(16, 2 * self.job.teacher.limits.max_concurrency)
+        heartbeat = asyncio.create_task(self._heartbeat())
+        ticker = asyncio.create_task(self._tick(on_progress, progress_interval)) if on_progress else None
+        try:
+            while not self._stopping:
+                if len(tasks) < prefetch:
+                    batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
+                                                    prefetch - len(tasks), self.job.lease_seconds)
+                    for claimed in batch:
+                        task = asyncio.create_task(self._process(claimed))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    if not batch and not tasks:
+                        break
+                if tasks:
+                    # Wait for room, but not forever: leases of others may expire meanwhile.
+                    await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            if tasks:
+                waiting = [t for t in tasks if t not in self._sending]
+                for t in waiting:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            if ticker is not None:
+                ticker.cancel()
+            self.writer.close()
+            await asyncio.to_thread(self.store.release_owner, self.owner)
+        if on_progress:
+            on_progress(self.progress())
+        outcome = self._stop_reason or RunOutcome("done")
+        outcome.sent, outcome.answered, outcome.failed = self.sent, self.answered, self.failed
+        outcome.errors = self.errors
+        return outcome
+
+    # --- one job ------------------------------------------------------------------------
+    async def _process(self, claimed: ClaimedJob) -> None:
+        request = claimed.request
+        est_in = self.estimator.estimate(request["messages"])
+        attempts = max(1, self.job.retry.max_attempts - claimed.attempts)
+        retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=self._wait,
+                                 retry=retry_if_exception_type(RetryableError), reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    reply = await self._attempt(claimed.id, request, est_in)
+        except _Stop:
+            return
+        except asyncio.CancelledError:
+            return  # the run is stopping; the job's lease is released at the end of the run
+        except RetryableError as e:
+            self._fail(claimed.id, e, permanent=False)
+            return
+        except PermanentError as e:
+            self._fail(claimed.id, e, permanent=True)
+            return
+        except FatalError as e:
+            self._fatal(e)
+            return
+        except QuotaExceeded as e:
+            self._stop_reason = self._stop_reason or RunOutcome("quota", str(e), quota=e)
+            self.stop("quota", str(e))
+            return
+        self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
+                                  reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw))
+        self.done += 1
+
+    async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int) -> Reply:
+        if self._stopping:
+            raise _Stop
+        reservation = None
+        if self.quota is not None:
+            reservation = await asyncio.to_thread(self.quota.reserve, job_id, est_in, self.max_tokens)
+        try:
+            permit = await self._acquire(est_in)
+        except BaseException:
+            if reservation is not None:
+                self.quota.release(reservation)  # type: ignore[union-attr]
+            raise
+        task = asyncio.current_task()
+        assert task is not None
+        self._sending.add(task)
+        self.in_flight += 1
+        self.sent += 1
+        started = time.time()
+        try:
+            reply = await self.teacher.complete(request)
+        except TeacherError as e:
+            outcome = {429: "rate_limited", 503: "overloaded", 529: "overloaded"}.get(e.status or 0,
+                                                                                   "timeout" if e.kind == "timeout" else "error")
+            self.limiter.complete(permit, status=e.status, headers=e.headers, retry_after=e.retry_after,
+                                  outcome=outcome)
+            if e.status == 429:
+                self.rate_limited += 1
+            self.errors[e.kind] += 1
+            self._record_attempt(job_id, started, e.status, e.kind, e.retry_after, permit)
+            if reservation is not None:
+                self.quota.settle(reservation, None, None)  # type: ignore[union-attr]
+            raise
+        except BaseException:
+            self.limiter.complete(permit, outcome="error")
+            if reservation is not None:
+                self.quota.settle(reservation, None, None)  # type: ignore[union-attr]
+            raise
+        finally:
+            self.in_flight -= 1
+            self._sending.discard(task)
+            self._wake.set()
+        self.limiter.complete(permit, status=reply.status, headers=reply.headers, prompt_tokens=reply.prompt_tokens,
+                              completion_tokens=reply.completion_tokens, latency=reply.latency, outcome="ok")
+        if reply.prompt_tokens is not None:
+            self.estimator.observe(est_in, reply.prompt_tokens)
+        self.answered += 1
+        self.prompt_tokens += reply.prompt_tokens or 0
+        self.completion_tokens += reply.completion_tokens or 0
+        self._record_attempt(job_id, started, reply.status, None, None, permit, reply)
+        if reservation is not None:
+            self.quota.settle(reservation, reply.prompt_tokens, reply.completion_tokens)  # type: ignore[union-attr]
+        return reply
+
+    async def _acquire(self, est_in: int) -> Permit:
+        async with self._gate:
+            while True:
+                if self._stopping:
+                    raise _Stop
+                got = self.limiter.try_acquire(est_in, self.max_tokens)
+                if isinstance(got, Permit):
+                    return got
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=got)
+                except TimeoutError:
+                    pass
+
+    def _record_attempt(self, job_id: str, started: float, status: int | None, kind: str | None,
+                        retry_after: float | None, permit: Permit, reply: Reply | None = None) -> None:
+        self.writer.put(AttemptRow(job_id, self.run_id, started, time.time(), status, kind, retry_after,
+                                   permit.tokens, reply.prompt_tokens if reply else None,
+                                   reply.completion_tokens if reply else None))
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Exponential backoff with jitter, never shorter than the server's retry-after."""
+        base = wait_exponential_jitter(initial=self.job.retry.initial_wait, max=self.job.retry.max_wait)(state)
+        exc = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(exc, "retry_after", None)
+        return max(base, retry_after) if retry_after else base
+
+    def _fail(self, job_id: str, e: TeacherError, *, permanent: bool) -> None:
+        self.failed += 1
+        self.writer.put(FailureRow(job_id, e.kind, self.teacher.scrub(str(e)), permanent))
+
+    def _fatal(self, e: FatalError) -> None:
+        if self._stop_reason is None or self._stop_reason.reason != "fatal":
+            self._stop_reason = RunOutcome("fatal", self.teacher.scrub(str(e)), fatal=e)
+        self.stop("fatal")
+
+    # --- background ---------------------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        interval = max(1.0, self.job.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(self.store.renew_leases, self.owner, self.job.lease_seconds, self.run_id)
+
+    async def _tick(self, on_progress: Callable[[Progress], None], interval: float) -> None:
+        while True:
+            on_progress(self.progress())
+            await asyncio.sleep(interval)

@@ -1,0 +1,100 @@
+"""Progress and summaries for people: rich on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .crawler import Progress as RunProgress
+
+
+def _limits_text(snapshot: dict[str, Any]) -> str:
+    limits = snapshot.get("limits") or {}
+    parts = []
+    for name, info in limits.items():
+        if isinstance(info, dict) and info.get("value") is not None:
+            parts.append(f"{name}={info['value']:g} ({info.get('source', '?')})")
+    return ", ".join(parts)
+
+
+class ProgressDisplay:
+    """Call with each progress snapshot; `close()` at the end."""
+
+    def __init__(self, stream: TextIO | None = None, plain_interval: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.plain_interval = plain_interval
+        self._last_plain = 0.0
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._latest: RunProgress | None = None
+
+    def __call__(self, p: RunProgress) -> None:
+        self._latest = p
+        if self.tty:
+            self._rich(p)
+        elif time.monotonic() - self._last_plain >= self.plain_interval:
+            self._plain(p)
+
+    def _plain(self, p: RunProgress) -> None:
+        self._last_plain = time.monotonic()
+        eta = f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else "-"
+        limits = _limits_text(p.limiter)
+        print(f"[{p.elapsed:7.1f}s] done {p.done}/{p.total}  failed {p.failed}  in flight {p.in_flight}  "
+              f"{p.requests_per_min:.0f} req/min  429s {p.rate_limited}  tokens {p.prompt_tokens}+"
+              f"{p.completion_tokens}  eta {eta}" + (f"  limits {limits}" if limits else ""),
+              file=self.stream, flush=True)
+
+    def _rich(self, p: RunProgress) -> None:
+        if self._bar is None:
+            self._bar = Progress(TextColumn("[bold]harvest"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                                 console=Console(file=self.stream), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task("harvest", total=p.total, info="")
+        info = (f"failed {p.failed} · in flight {p.in_flight} · {p.requests_per_min:.0f} req/min · "
+                f"429s {p.rate_limited}")
+        limits = _limits_text(p.limiter)
+        if limits:
+            info += f" · {limits}"
+        self._bar.update(self._task, completed=p.done + p.failed, total=p.total, info=info)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        elif self._latest is not None and not self.tty:
+            self._plain(self._latest)  # the final figures, whatever the interval
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    table = Table(title=f"job {status['job']}  ({status['store']})", show_header=False)
+    for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
+                "prompt_tokens", "completion_tokens"):
+        table.add_row(key.replace("_", " "), str(status.get(key, 0)))
+    for title, key in (("errors by class (requests)", "errors_by_kind"), ("failed jobs by class", "failed_by_kind")):
+        for kind, n in sorted(status.get(key, {}).items()):
+            table.add_row(f"{title}: {kind}", str(n))
+    run = status.get("last_run")
+    if run:
+        table.add_row("last run", f"#{run['id']} {run.get('exit_reason') or 'running'}; sent {run.get('sent', 0)}")
+    return table
+
+
+def export_table(report: Any) -> Table:
+    table = Table(title=f"export → {report.out}  (format {report.format})")
+    table.add_column("step")
+    table.add_column("kept", justify="right")
+    table.add_column("dropped", justify="right")
+    table.add_row("selected (answered)", str(report.selected), "")
+    for step, kept, dropped in report.steps:
+        table.add_row(step, str(kept), str(dropped))
+    for reason, n in sorted(report.dropped.items()):
+        table.add_row(f"  dropped: {reason}", "", str(n))
+    for split, n in sorted(report.rows.items()):
+        table.add_row(f"written: {split}", str(n), "")
+    return table

@@ -1,0 +1,90 @@
+"""One exception tree for the whole project; every CLI exit code maps from it.
+
+    HarvesterError                      exit 1 unless a subclass says otherwise
+    ├── ConfigError                     exit 2: a job file or option is wrong (names the field)
+    ├── PromptSourceError               exit 2: a prompt file is wrong (names file:line)
+    ├── StoreError                      exit 2: the store cannot be opened or is from a newer schema
+    ├── TermsRefused                    exit 2: the teacher's terms forbid the run and nobody acknowledged them
+    ├── QuotaExceeded                   exit 3: a budget is reached; rerun later to resume
+    ├── Interrupted                     exit 130: SIGINT/SIGTERM; rerun to resume
+    └── TeacherError                    what one request to the teacher came to
+        ├── RetryableError              429, 408, 409, 5xx, timeouts, dropped connections, garbage bodies
+        ├── PermanentError              400, 404, 413, 422: this prompt will never succeed as sent
+        └── FatalError                  401, 403, billing/quota exhausted: stop the whole run (exit 1)
+
+Messages never carry API keys: they are built from status codes, error codes and our own words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class HarvesterError(Exception):
+    """Base of every error harvester raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(HarvesterError):
+    exit_code = 2
+
+
+class PromptSourceError(HarvesterError):
+    exit_code = 2
+
+
+class StoreError(HarvesterError):
+    exit_code = 2
+
+
+class TermsRefused(HarvesterError):
+    exit_code = 2
+
+
+class QuotaExceeded(HarvesterError):
+    """A budget is reached. `budget` names it; the run stops cleanly and can be resumed."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, *, budget: str = "", used: float = 0.0, limit: float = 0.0,
+                 resets_at: str | None = None) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.used = used
+        self.limit = limit
+        self.resets_at = resets_at
+
+
+class Interrupted(HarvesterError):
+    exit_code = 130
+
+
+class TeacherError(HarvesterError):
+    """One failed request. `kind` is a short class for counting (e.g. "http_503", "timeout")."""
+
+    def __init__(self, message: str, *, kind: str, status: int | None = None,
+                 retry_after: float | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+        self.headers = headers  # rate-limit headers of the failed response, for the limiter
+
+
+class RetryableError(TeacherError):
+    pass
+
+
+class PermanentError(TeacherError):
+    pass
+
+
+class FatalError(TeacherError):
+    pass
+
+
+__all__ = [
+    "HarvesterError", "ConfigError", "PromptSourceError", "StoreError", "TermsRefused",
+    "QuotaExceeded", "Interrupted", "TeacherError", "RetryableError", "PermanentError", "FatalError",
+]

@@ -1,0 +1,40 @@
+"""The one record type every export step reads and yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Record:
+    """One answered sample on its way from the store to a dataset file.
+
+    `messages` is the request as sent (system/user turns); `answer` the assistant's reply.
+    `job_id` is stable across reruns (a hash of the canonical request) and drives the split.
+    """
+
+    job_id: str
+    prompt_key: str                 # hash of the messages alone: samples of one prompt share it
+    seq: int                        # position in the plan: the export's deterministic order
+    sample_index: int
+    messages: list[dict[str, str]]
+    answer: str
+    finish_reason: str | None = None
+    model: str | None = None        # model as the teacher reported it
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    source: str = ""                # "file:line" the prompt came from
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        """The user-visible prompt: every non-assistant turn joined (system first)."""
+        return "\n\n".join(m["content"] for m in self.messages if m.get("role") != "assistant")
+
+    @property
+    def last_user(self) -> str:
+        for m in reversed(self.messages):
+            if m.get("role") == "user":
+                return m["content"]
+        return ""

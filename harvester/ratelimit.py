@@ -1,0 +1,425 @@
+"""Client-side rate limiter for teacher APIs. Pure: no I/O, no asyncio, no sleeping; the clock is
+injected so the crawler, the simulator and the tests all drive the same code.
+
+Dimensions: requests/min, tokens/min, input and output tokens/min, and requests in flight.
+A request is admitted only when every dimension allows it. Each rate dimension (`_Dim`) has
+  * a token bucket refilled continuously at `pace` x limit/60 per second and holding at most
+    BURST_S seconds' worth: admission is smooth, yet a caller that wakes late can catch up;
+  * a hard sliding-window log: no 1 s window ever holds more than floor(limit/60) units.
+    Providers enforce per-minute limits per second; this is the guarantee that matters, the
+    bucket keeps the stream smooth and a hair under the limit (room for network jitter).
+Reserve, then reconcile: a permit reserves estimated tokens; `complete` refunds or charges
+the difference to the bucket and, if the admission is still inside it, to the window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from harvester.tokens import is_quota_exhausted, lower_headers, parse_reset, parse_retry_after
+
+__all__ = ["Permit", "RateLimiter", "is_quota_exhausted", "parse_reset", "parse_retry_after"]
+
+BURST_S = 0.1             # bucket depth in seconds of rate
+PROBE = 8                 # in-flight cap until the first response (its headers may cut the limits)
+CONCURRENCY_HINT = 0.05   # wait hint when only the concurrency cap blocks (callers also wake on release)
+BETA_HARD = 0.7           # multiplicative decrease on 429 / 503 / timeout
+BETA_SOFT = 0.9           # ... on rising latency (learned mode)
+RECOVER_PER_S = 0.03      # throttle regrowth after a 429 under known limits: +3 %/s (0.7 -> 1 in ~12 s)
+DEFAULT_PAUSE = 0.1       # 429 with no hint at all: pause 0.1 s, doubling per consecutive episode ...
+MAX_DEFAULT_PAUSE = 5.0   # ... up to this
+LEARN_START_RPS = 4.0
+SS_GAIN = 1.0             # learned mode: per-success rate increments (=> growth per second), see _on_success
+NEAR_GAIN, FAR_GAIN, PAST_GAIN = 0.2, 0.01, 0.05
+LEARN_BETA = 0.8
+LEARN_MIN_RPS = 0.05
+OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
+_NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
+_HEADER_SPECS = (  # (dimension, limit, remaining, reset); `limit` values are per minute
+    (0, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+    (1, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    *((i, f"anthropic-ratelimit-{k}-limit", f"anthropic-ratelimit-{k}-remaining", f"anthropic-ratelimit-{k}-reset")
+      for i, k in ((0, "requests"), (1, "tokens"), (2, "input-tokens"), (3, "output-tokens"))),
+)
+
+
+def _num(v: str | None) -> float | None:
+    try:
+        return float(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True, eq=False)
+class Permit:
+    """What was reserved for one request. Hand it back to `RateLimiter.complete` exactly once."""
+
+    tokens: int                 # input estimate + n * max_tokens
+    input_tokens: int
+    output_tokens: int
+    issued_at: float
+    seq: int = 0                # admission number (1-based)
+    entries: tuple = field(default=(), repr=False)  # per-dimension window entries (or None)
+    done: bool = field(default=False, repr=False)
+
+
+class _Dim:
+    """One rate dimension: paced bucket + hard 1 s window. Window entries are [t, amount, sent_after, alive]."""
+
+    __slots__ = ("config", "header", "learned", "limit", "source", "rate", "cap", "level", "last",
+                 "blocked_until", "log", "wsum", "wmax", "wlen", "sent")
+
+    def __init__(self, config: float | None, now: float) -> None:
+        self.config = config if config else None
+        self.header: float | None = None
+        self.learned: float | None = None
+        self.limit: float | None = None
+        self.source: str | None = None
+        self.rate, self.cap, self.level, self.last = 0.0, 1.0, math.inf, now
+        self.blocked_until = -math.inf   # set by headers saying "nothing remains until reset"
+        self.log: deque[list] = deque()
+        self.wsum, self.wmax, self.wlen, self.sent = 0.0, 1.0, 1.0, 0.0
+
+    def resolve(self) -> bool:
+        """The limit in force: the lower of config and headers (the server wins when lower), else learned."""
+        c, h = self.config, self.header
+        if h is not None and (c is None or h < c):
+            self.limit, self.source = h, "headers"
+        elif c is not None:
+            self.limit, self.source = c, "config"
+        else:
+            self.limit, self.source = self.learned, ("learned" if self.learned is not None else None)
+        return self.limit is not None
+
+    def set_rate(self, factor: float, pace: float, now: float) -> None:
+        self.refill(now)
+        per_s = self.limit * factor / 60.0
+        self.rate = per_s * pace
+        self.cap = max(1.0, self.rate * BURST_S)
+        self.level = min(self.level, self.cap)
+        if per_s >= 1.0:
+            self.wlen, self.wmax = 1.0, float(math.floor(per_s + 1e-9))
+        else:  # slower than 1/s: one unit per 1/per_s seconds
+            self.wlen, self.wmax = 1.0 / per_s, 1.0
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.level = min(self.cap, self.level + (now - self.last) * self.rate)
+            self.last = now
+
+    def wait(self, now: float, cost: float) -> float:
+        """0 if `cost` may go now, else seconds to wait."""
+        self.refill(now)
+        w = self.blocked_until - now
+        need = cost if cost < self.cap else self.cap   # oversized requests go when full, into debt
+        if self.level < need - 1e-9:
+            w = max(w, (need - self.level) / self.rate)
+        log, cutoff = self.log, now - self.wlen
+        while log and log[0][0] <= cutoff:
+            e = log.popleft()
+            e[3] = False
+            self.wsum -= e[1]
+        if self.wsum > 0 and self.wsum + cost > self.wmax:
+            excess = min(self.wsum, self.wsum + cost - self.wmax)  # oversized: the window must empty
+            freed = 0.0
+            for e in log:
+                freed += e[1]
+                if freed >= excess:
+                    w = max(w, e[0] + self.wlen - now, 1e-6)
+                    break
+        return w if w > 0 else 0.0
+
+    def take(self, now: float, cost: float) -> list:
+        self.level -= cost
+        self.wsum += cost
+        self.sent += cost
+        e = [now, cost, self.sent, True]
+        self.log.append(e)
+        return e
+
+    def adjust(self, now: float, e: list, amount: float) -> None:
+        """Reconcile an admission to its actual cost (refund if lower, charge if higher)."""
+        delta = amount - e[1]
+        e[1] = amount
+        if e[3]:
+            self.wsum += delta
+        self.refill(now)
+        self.level = min(self.cap, self.level - delta)
+
+
+class RateLimiter:
+    """Admission control over every limit at once; see the module docstring.
+
+    `pace` is the fraction of each limit the bucket paces at (0.995 leaves ~5 ms of jitter room
+    per second at 50 req/s). `probe` caps requests in flight until the first response arrives.
+    """
+
+    def __init__(self, *, rpm: float | None = None, tpm: float | None = None,
+                 input_tpm: float | None = None, output_tpm: float | None = None,
+                 max_concurrency: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time, pace: float = 0.995, probe: int = PROBE) -> None:
+        now = clock()
+        self._clock, self._wall, self._pace = clock, wall_clock, pace
+        self._dims = tuple(_Dim(v, now) for v in (rpm, tpm, input_tpm, output_tpm))
+        self._req = self._dims[0]
+        self._max_conc = max_concurrency
+        self._inflight = self._admitted = self._n429 = 0
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._paused_until = -math.inf
+        self._f = self._f0 = 1.0            # throttle on config/header limits after a 429
+        self._f_t0, self._recovering = now, False
+        self._epoch = 0                     # seq at the last decrease: older permits are the same episode
+        self._strikes = 0                   # decrease episodes since the last success
+        self._rps, self._loss_rps, self._slow_start = LEARN_START_RPS, 0.0, True   # learned mode (AIMD)
+        self._lat: float | None = None      # EWMA of latency (~ the last 20 requests)
+        self._lat_base = math.inf           # lowest _lat seen, drifting up slowly: "unloaded" latency
+        self._n_lat = 0
+        self._x = 0.0                       # completion throughput (req/s), smoothed per second
+        self._x_n, self._x_t0 = 0, now
+        self._last_busy = -math.inf         # last time the rate (not the cap) held a request back
+        self._probing, self._probe = probe > 0, probe
+        self._req.learned = self._rps * 60.0
+        self._apply(now)
+
+    # ------------------------------------------------------------------ admission
+    def try_acquire(self, input_tokens: int, output_tokens: int) -> Permit | float:
+        now = self._clock()
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._recovering:
+            self._recover(now)
+        if self._cap is not None and self._inflight >= self._cap:
+            return CONCURRENCY_HINT
+        total = input_tokens + output_tokens
+        costs = (1, total, input_tokens, output_tokens)
+        wait = 0.0
+        for i, d in self._active:
+            w = d.wait(now, costs[i])
+            if w > wait:
+                wait = w
+        if wait > 0.0:
+            self._last_busy = now
+            return max(wait, 1e-6)
+        entries: list = [None, None, None, None]
+        for i, d in self._active:
+            entries[i] = d.take(now, costs[i])
+        self._inflight += 1
+        self._admitted += 1
+        return Permit(total, input_tokens, output_tokens, now, self._admitted, tuple(entries))
+
+    def complete(self, permit: Permit, *, status: int | None = None,
+                 headers: Mapping[str, str] | None = None,
+                 prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                 latency: float | None = None, retry_after: float | None = None,
+                 outcome: str = "ok") -> None:
+        if permit.done:      # exactly once; a second call must not free a slot twice
+            return
+        permit.done = True
+        self._inflight -= 1
+        now = self._clock()
+        if outcome == "ok" and status is not None and status >= 400:
+            outcome = "rate_limited" if status == 429 else "overloaded" if status in (503, 529) else "error"
+        self._counts[outcome] = self._counts.get(outcome, 0) + 1
+        dims, ents = self._dims, permit.entries
+        if outcome == "cancelled":   # never sent: give everything back
+            for d, e in zip(dims, ents):
+                if e is not None:
+                    d.adjust(now, e, 0.0)
+            return
+        if prompt_tokens is not None and completion_tokens is not None and ents[1] is not None:
+            dims[1].adjust(now, ents[1], prompt_tokens + completion_tokens)
+        if prompt_tokens is not None and ents[2] is not None:
+            dims[2].adjust(now, ents[2], prompt_tokens)
+        if completion_tokens is not None and ents[3] is not None:
+            dims[3].adjust(now, ents[3], completion_tokens)
+        if self._probing:
+            self._probing = False
+            self._update_cap()
+        h = lower_headers(headers) if headers else None
+        reset_hint = self._sync(permit, h, now) if h else None
+        if outcome == "rate_limited":
+            self._on_429(permit, h, retry_after, reset_hint, now)
+        elif outcome in ("overloaded", "timeout"):
+            ra = retry_after if retry_after is not None else (parse_retry_after(h, self._wall()) if h else None)
+            if ra is not None:
+                self._paused_until = max(self._paused_until, now + ra)
+            self._backoff(permit, now, BETA_HARD)
+        elif outcome == "ok":
+            self._on_success(permit, latency, now)
+
+    # ------------------------------------------------------------------ headers
+    def _sync(self, permit: Permit, h: Mapping[str, str], now: float) -> float | None:
+        """Learn limits from `limit` headers; never let local budget exceed what the server says
+        remains, less what we sent after this request (the server had not counted those yet).
+        Returns seconds until reset of an exhausted dimension, if any."""
+        hint: float | None = None
+        relimit = False
+        for i, kl, kr, kt in _HEADER_SPECS:
+            lim, rem = h.get(kl), h.get(kr)
+            if lim is None and rem is None:
+                continue
+            d = self._dims[i]
+            rst = h.get(kt)
+            reset = parse_reset(rst, self._wall()) if rst else None
+            limit = _num(lim)
+            # A reset beyond a minute means a longer window (e.g. per day): not a per-minute limit.
+            if limit is not None and limit > 0 and (reset is None or reset <= 60.0) and limit != d.header:
+                d.header = limit
+                relimit = True
+            remaining = _num(rem)
+            if remaining is None or reset is None or d.limit is None:
+                continue
+            end = permit.issued_at + reset
+            if end <= now:      # that window has rolled over since: stale
+                continue
+            e = permit.entries[i]
+            budget = remaining - (d.sent - e[2] if e is not None else 0.0)
+            if budget < 1.0:
+                d.blocked_until = max(d.blocked_until, end)
+                hint = max(hint or 0.0, end - now)
+            else:
+                d.refill(now)
+                d.level = min(d.level, budget)
+        if relimit:
+            self._apply(now)
+        return hint
+
+    # ------------------------------------------------------------------ 429, congestion, AIMD
+    def _on_429(self, permit: Permit, h: Mapping[str, str] | None, retry_after: float | None,
+                reset_hint: float | None, now: float) -> None:
+        """The whole limiter pauses (every caller), then resumes at a reduced rate."""
+        self._n429 += 1
+        if permit.seq > self._epoch:
+            self._strikes += 1
+        wait = retry_after
+        if wait is None and h:
+            wait = parse_retry_after(h, self._wall())
+        if wait is None:
+            wait = reset_hint
+        if wait is None:
+            wait = min(MAX_DEFAULT_PAUSE, DEFAULT_PAUSE * 2.0 ** max(0, self._strikes - 1))
+        self._paused_until = max(self._paused_until, now + wait)
+        self._backoff(permit, now, BETA_HARD)
+
+    def _backoff(self, permit: Permit, now: float, beta: float) -> None:
+        if permit.seq <= self._epoch:   # sent before the last decrease: same congestion episode
+            return
+        self._epoch = self._admitted
+        if self._req.source == "learned":
+            if beta == BETA_HARD:
+                self._loss_rps = self._rps
+                beta = LEARN_BETA
+            self._rps = max(LEARN_MIN_RPS, self._rps * beta)
+            self._slow_start = False
+            self._set_learned(now)
+        else:
+            if self._recovering:
+                self._recover(now)
+            self._f = self._f0 = max(0.05, self._f * beta)
+            self._f_t0, self._recovering = max(now, self._paused_until), True
+            for _, d in self._active:
+                d.set_rate(self._f, self._pace, now)
+
+    def _recover(self, now: float) -> None:
+        f = min(1.0, self._f0 * math.exp(RECOVER_PER_S * max(0.0, now - self._f_t0)))
+        if f >= 1.0 or f - self._f >= 0.005:
+            self._f, self._recovering = f, f < 1.0
+            for _, d in self._active:
+                d.set_rate(f, self._pace, now)
+
+    def _on_success(self, permit: Permit, latency: float | None, now: float) -> None:
+        self._strikes = 0
+        if latency is not None and latency >= 0.0:
+            # Single LLM latencies vary a lot; their ~20-sample average does not, unless requests
+            # queue at the server (vLLM/Ollama past their batch capacity): then it climbs.
+            self._n_lat += 1
+            a = max(0.05, 1.0 / self._n_lat)   # a plain mean until the EWMA has 20 samples
+            lat = self._lat = latency if self._lat is None else self._lat + a * (latency - self._lat)
+            # the minimum of the average, drifting up slowly to adapt to longer answers
+            self._lat_base = min(self._lat_base * 1.0002, lat) if self._n_lat > 20 else lat
+        self._x_n += 1
+        if now - self._x_t0 >= 1.0:
+            sample = self._x_n / (now - self._x_t0)
+            self._x = max(sample, self._x + 0.5 * (sample - self._x))   # no lag on the way up
+            self._x_n, self._x_t0 = 0, now
+            if self._cap_source == "learned":
+                self._update_cap()
+        if self._req.source != "learned":
+            return
+        inflation = self._lat / self._lat_base if self._n_lat > 20 else 1.0
+        if inflation > 2.0:     # queueing at the server: back off gently
+            self._backoff(permit, now, BETA_SOFT)
+            return
+        if now - self._last_busy > 1.0 or inflation > 1.5:
+            return  # the rate is not what limits us, or latency is rising: hold
+        # Per-success increment g => the rate grows by g x 100 % per second. Fast below the last
+        # loss point, careful around it, brisk again once clearly past it (the limit moved).
+        if self._slow_start:
+            g = SS_GAIN
+        elif self._rps < 0.9 * self._loss_rps:
+            g = NEAR_GAIN
+        elif self._rps < 1.05 * self._loss_rps:
+            g = FAR_GAIN
+        else:
+            g = PAST_GAIN
+        self._rps += g
+        self._set_learned(now)
+
+    def _set_learned(self, now: float) -> None:
+        self._req.learned = self._rps * 60.0
+        if self._req.source == "learned":
+            self._req.limit = self._req.learned
+            self._req.set_rate(1.0, self._pace, now)
+            self._update_cap()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _apply(self, now: float) -> None:
+        active = []
+        for i, d in enumerate(self._dims):
+            if d.resolve():
+                d.set_rate(1.0 if d.source == "learned" else self._f, self._pace, now)
+                active.append((i, d))
+        self._active = tuple(active)
+        self._update_cap()
+
+    def _update_cap(self) -> None:
+        if self._max_conc is not None:
+            cap, src = self._max_conc, "config"
+        elif self._req.source == "learned":
+            # 2 x throughput x unloaded latency (as BBR): room to double per round trip, but the
+            # cap does not grow with queueing delay, so a batch-bound server cannot run away.
+            gain = 3.0 if self._lat is None or self._lat < 1.5 * self._lat_base else 2.0
+            cap = math.ceil(gain * self._x * self._lat_base) + 2 if self._lat_base < math.inf else 0
+            cap, src = max(self._probe, 4, cap), "learned"
+        else:
+            cap, src = None, None
+        if self._probing:
+            cap = self._probe if cap is None else min(cap, self._probe)
+        self._cap: int | None = cap
+        self._cap_source: str | None = src
+
+    def snapshot(self) -> dict:
+        now = self._clock()
+        limits = {n: (None if d.limit is None else
+                      {"per_minute": d.limit, "source": d.source, "effective_per_minute": d.rate * 60.0})
+                  for n, d in zip(_NAMES, self._dims)}
+        paused = self._paused_until > now
+        return {
+            "limits": limits,
+            "effective_rpm": self._req.rate * 60.0,
+            "throttle": self._f,
+            "in_flight": self._inflight,
+            "concurrency_cap": self._cap,
+            "concurrency_source": self._cap_source,
+            "admitted": self._admitted,
+            "rate_limited": self._n429,
+            "outcomes": dict(self._counts),
+            "paused_until": self._paused_until if paused else None,
+            "paused_for": self._paused_until - now if paused else 0.0,
+            "probing": self._probing,
+            "slow_start": self._slow_start and self._req.source == "learned",
+        }

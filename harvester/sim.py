@@ -1,0 +1,336 @@
+"""A local OpenAI-compatible teacher for demos, dry runs, tests and benchmarks.
+
+Answers are deterministic functions of the messages. Optional: latency, rate limits enforced per
+one-second window (like providers that enforce a per-minute limit per second) with truthful
+`x-ratelimit-*` headers, and faults (5xx, dropped connections, garbage bodies, answers slower than
+any sane timeout, an exhausted billing quota). `GET /sim/stats` tells what it received and answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+_WORDS = ("the a of to and in is that for it as with on by this be are from at or an which can "
+          "system model data energy light water cell value time process force change rate number "
+          "structure function result example method theory point field signal memory network layer "
+          "first second because therefore however also often usually simply important small large "
+          "simple common useful several different each other more most many much well way part "
+          "plant star river market language history music code proof graph tree wave heat atom").split()
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def count_tokens(text: str) -> int:
+    """The simulator's tokenizer: words and punctuation marks (close to BPE for English)."""
+    return len(_TOKEN.findall(text))
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    return 3 + sum(4 + count_tokens(str(m.get("content", ""))) for m in messages)
+
+
+def answer_for(messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[str, int, str]:
+    """A deterministic answer, its token count and finish_reason."""
+    user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+    rng = random.Random(digest)
+    topic = " ".join(user.split()[:8]).rstrip("?.!,")
+    sentences = [f"Here is an answer about {topic}."]
+    for _ in range(rng.randint(2, 7)):
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 16))]
+        sentences.append(" ".join(words).capitalize() + ".")
+    text = " ".join(sentences) + f" [ref {digest[:4].hex()}]"
+    tokens = _TOKEN.findall(text)
+    if max_tokens is not None and len(tokens) > max_tokens:
+        # Cut at the max_tokens-th token, as a real model stops mid-sentence.
+        cut = [m.end() for m in _TOKEN.finditer(text)][max_tokens - 1]
+        return text[:cut], max_tokens, "length"
+    return text, len(tokens), "stop"
+
+
+def format_reset(seconds: float) -> str:
+    """OpenAI's style: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(1, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s" if minutes else f"{rest:.3g}s"
+
+
+@dataclass
+class SimConfig:
+    model: str = "sim-teacher"
+    latency: float = 0.0              # mean seconds per answer
+    jitter: float = 0.0               # uniform ± seconds around the mean
+    rpm: float | None = None          # requests/min, enforced per 1-second window
+    tpm: float | None = None          # tokens/min (prompt + max_tokens), enforced per 1-second window
+    headers: bool = True              # send x-ratelimit-* headers
+    error_rate: float = 0.0           # share of 5xx answers
+    drop_rate: float = 0.0            # share of connections closed without an answer
+    garbage_rate: float = 0.0         # share of 200s whose body is not JSON
+    slow_rate: float = 0.0            # share of answers delayed by `slow_seconds`
+    slow_seconds: float = 30.0
+    api_key: str | None = None        # when set, requests must carry it (else 401)
+    quota_exhausted: bool = False     # every request gets 429 insufficient_quota
+    max_context: int | None = None    # prompt + max_tokens above this gets 400 context_length_exceeded
+    seed: int = 0
+    log_path: str | None = None       # JSONL: one line per request received
+
+
+@dataclass
+class _Window:
+    """A fixed one-second window and a per-minute bucket (for the headers), for one dimension."""
+
+    per_minute: float
+    second: int = -1
+    used: float = 0.0
+    level: float = 0.0
+    at: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.level = self.per_minute
+
+    def refill(self, now: float) -> None:
+        sec = int(now)
+        if sec != self.second:
+            self.second, self.used = sec, 0.0
+        self.level = min(self.per_minute, self.level + (now - self.at) * self.per_minute / 60)
+        self.at = now
+
+    def admits(self, amount: float) -> bool:
+        return self.used + amount <= self.per_minute / 60 + 1e-9 and self.level >= amount - 1e-9
+
+    def take(self, amount: float) -> None:
+        self.used += amount
+        self.level -= amount
+
+    def reset_in(self) -> float:
+        return (self.per_minute - self.level) * 60 / self.per_minute
+
+
+class Simulator:
+    def __init__(self, config: SimConfig | None = None) -> None:
+        self.config = config or SimConfig()
+        self.rng = random.Random(self.config.seed)
+        self.requests = 0
+        self.answered = 0
+        self.by_status: Counter[int] = Counter()
+        self.answers_per_prompt: Counter[str] = Counter()
+        self.tokens = Counter()
+        self.first_request: float | None = None
+        self.last_request: float | None = None
+        self._requests_w = _Window(self.config.rpm) if self.config.rpm else None
+        self._tokens_w = _Window(self.config.tpm) if self.config.tpm else None
+        self._log = open(self.config.log_path, "a", encoding="utf-8") if self.config.log_path else None
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    # --- HTTP -------------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/sim/stats", self._stats)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=1024)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://{host}:{bound}/v1"
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._log is not None:
+            self._log.close()
+
+    def stats(self) -> dict[str, Any]:
+        answered = self.answers_per_prompt
+        return {"requests": self.requests, "answered": self.answered,
+                "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
+                "rate_limited": self.by_status.get(429, 0),
+                "distinct_prompts_answered": len(answered),
+                "prompts_answered_more_than_once": sum(1 for c in answered.values() if c > 1),
+                "prompt_tokens": self.tokens["prompt"], "completion_tokens": self.tokens["completion"],
+                "first_request": self.first_request, "last_request": self.last_request}
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": self.config.model, "object": "model", "created": 0, "owned_by": "harvester-sim"}]})
+
+    def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:
+        self.by_status[status] += 1
+        return web.json_response({"error": {"message": message, "type": code, "code": code}},
+                                 status=status, headers=headers)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.config
+        now = time.monotonic()
+        self.requests += 1
+        self.first_request = self.first_request or time.time()
+        self.last_request = time.time()
+        if cfg.api_key is not None and request.headers.get("Authorization") != f"Bearer {cfg.api_key}":
+            return self._error(401, "Incorrect API key provided.", "invalid_api_key")
+        try:
+            body = await request.json()
+            messages = body["messages"]
+            assert isinstance(messages, list) and messages
+        except Exception:  # noqa: BLE001
+            return self._error(400, "The request body is not a valid chat completion request.", "invalid_request")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        p_tokens = prompt_tokens(messages)
+        if cfg.max_context is not None and p_tokens + (max_tokens or 0) > cfg.max_context:
+            return self._error(400, f"This model's maximum context length is {cfg.max_context} tokens.",
+                               "context_length_exceeded")
+        if cfg.quota_exhausted:
+            return self._error(429, "You exceeded your current quota, please check your plan and billing "
+                               "details.", "insufficient_quota")
+        headers = self._admit(now, p_tokens + (max_tokens or 0))
+        if headers is None:
+            return self._rate_limited(now)
+        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+        self._write_log(key, "received")
+        roll = self.rng.random()
+        delay = max(0.0, cfg.latency + self.rng.uniform(-cfg.jitter, cfg.jitter)) if cfg.latency else 0.0
+        if roll < cfg.slow_rate:
+            delay = cfg.slow_seconds
+        if delay:
+            await asyncio.sleep(delay)
+        roll -= cfg.slow_rate
+        if 0 <= roll < cfg.drop_rate:
+            self.by_status[0] += 1
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError  # aiohttp drops the connection without an answer
+        roll -= cfg.drop_rate
+        if 0 <= roll < cfg.error_rate:
+            status = self.rng.choice((500, 502, 503))
+            return self._error(status, "The server had an error while processing your request.", "server_error")
+        roll -= cfg.error_rate
+        text, c_tokens, finish = answer_for(messages, max_tokens)
+        if 0 <= roll < cfg.garbage_rate:
+            self.by_status[200] += 1
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
+                                content_type="application/json", headers=headers)
+        self.by_status[200] += 1
+        self.answered += 1
+        self.answers_per_prompt[key] += 1
+        self.tokens["prompt"] += p_tokens
+        self.tokens["completion"] += c_tokens
+        self._write_log(key, "answered")
+        return web.json_response({
+            "id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
+            "model": cfg.model, "system_fingerprint": "fp_sim",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "finish_reason": finish, "logprobs": None}],
+            "usage": {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
+                      "total_tokens": p_tokens + c_tokens}}, headers=headers)
+
+    def _admit(self, now: float, tokens: int) -> dict[str, str] | None:
+        """Rate-limit headers if the request is admitted; None if it must get a 429."""
+        windows = [(w, amount) for w, amount in ((self._requests_w, 1), (self._tokens_w, tokens)) if w]
+        for w, _ in windows:
+            w.refill(now)
+        if not all(w.admits(amount) for w, amount in windows):
+            return None
+        for w, amount in windows:
+            w.take(amount)
+        return self._headers()
+
+    def _headers(self) -> dict[str, str]:
+        if not self.config.headers:
+            return {}
+        out: dict[str, str] = {}
+        for name, w in (("requests", self._requests_w), ("tokens", self._tokens_w)):
+            if w is not None:
+                out[f"x-ratelimit-limit-{name}"] = str(int(w.per_minute))
+                out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(w.level)))
+                out[f"x-ratelimit-reset-{name}"] = format_reset(w.reset_in())
+        return out
+
+    def _rate_limited(self, now: float) -> web.Response:
+        wait = max(0.001, math.floor(now) + 1 - now)
+        headers = {"retry-after-ms": str(math.ceil(wait * 1000)), "retry-after": str(math.ceil(wait)),
+                   **self._headers()}
+        return self._error(429, "Rate limit reached: too many requests or tokens in this second.",
+                           "rate_limit_exceeded", headers)
+
+    def _write_log(self, key: str, event: str) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps({"t": time.time(), "prompt": key, "event": event}) + "\n")
+            self._log.flush()
+
+
+@contextmanager
+def running(config: SimConfig | None = None, port: int = 0) -> Iterator[Simulator]:
+    """Run a simulator on 127.0.0.1 in a background thread (for the demo and tests)."""
+    sim = Simulator(config)
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    error: list[BaseException] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(sim.start(port=port))
+        except BaseException as e:  # noqa: BLE001 - reported to the caller below
+            error.append(e)
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(sim.stop())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="harvester-sim", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if error:
+        raise error[0]
+    try:
+        yield sim
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8765,
+                  ready_file: Path | None = None) -> None:
+    """`harvester sim`: serve until interrupted; prints the URL (and writes it to `ready_file`)."""
+
+    async def main() -> None:
+        sim = Simulator(config)
+        url = await sim.start(host, port)
+        print(f"harvester sim: OpenAI-compatible teacher at {url}  (stats: {url[:-3]}/sim/stats)", flush=True)
+        print(f"  {json.dumps({k: v for k, v in asdict(config).items() if v not in (None, 0.0, False)})}", flush=True)
+        if ready_file is not None:
+            ready_file.write_text(url)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await sim.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

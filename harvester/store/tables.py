@@ -1,0 +1,97 @@
+"""The store's tables (sqlmodel). Times are UTC epoch seconds (float)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class Meta(SQLModel, table=True):
+    """Key/value facts about the store: schema version, job name, current plan key."""
+
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Run(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_name: str
+    owner: str                                   # worker id: host:pid:random
+    started_at: float
+    ended_at: float | None = None
+    heartbeat_at: float | None = None
+    exit_reason: str | None = None               # done | quota | interrupted | fatal | error
+    version: str
+    config_hash: str
+    plan_key: str = ""
+    terms: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    sent: int = 0                                # requests this run sent
+    answered: int = 0
+
+
+class Job(SQLModel, table=True):
+    id: str = Field(primary_key=True)            # hash(messages, model, params, sample index)
+    prompt_key: str = Field(index=True)          # hash(messages): the samples of one prompt
+    plan_key: str                                # which plan (job file + prompts) it belongs to
+    seq: int                                     # position in the plan: export order
+    sample_index: int = 0
+    request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    source: str = ""
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column("metadata", JSON))
+    status: str = "pending"                      # pending | leased | done | failed
+    attempts: int = 0
+    lease_owner: str | None = None
+    lease_expires: float | None = None
+    last_error: str | None = None
+    error_kind: str | None = None                # e.g. http_400; "permanent:" prefix is not retried
+    permanent: bool = False
+    updated_at: float = 0.0
+
+    __table_args__ = (Index("ix_job_claim", "plan_key", "status", "seq"),)
+
+
+class Attempt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True)
+    run_id: int
+    started_at: float
+    ended_at: float
+    http_status: int | None = None
+    error_kind: str | None = None                # None = success
+    retry_after: float | None = None
+    tokens_reserved: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Response(SQLModel, table=True):
+    job_id: str = Field(primary_key=True)
+    run_id: int
+    model: str | None = None                     # as the teacher reported it
+    content: str
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency: float
+    created_at: float
+    raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # id, system_fingerprint...
+
+
+class Usage(SQLModel, table=True):
+    """The quota ledger: one row per request sent, reserved before the send and settled after."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    job_id: str | None = None
+    day: str = Field(index=True)                 # UTC "YYYY-MM-DD" of the reservation
+    month: str = Field(index=True)               # UTC "YYYY-MM"
+    state: str = "reserved"                      # reserved | settled
+    requests: int = 1
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    created_at: float = 0.0

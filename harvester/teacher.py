@@ -1,0 +1,134 @@
+"""The teacher client: one chat completion in, one `Reply` out, or a classified `TeacherError`.
+
+The openai SDK does the protocol (its own retries are off: tenacity and the limiter own retrying);
+this module only decides what a failure means: retry it, record it as permanent, or stop the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+from .config import Teacher as TeacherConfig
+from .errors import FatalError, PermanentError, RetryableError, TeacherError
+from .ratelimit import is_quota_exhausted, parse_retry_after
+
+RETRYABLE_STATUS = {408, 409, 425, 429}
+FATAL_STATUS = {401, 403}
+
+
+@dataclass(slots=True)
+class Reply:
+    content: str
+    finish_reason: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    latency: float
+    status: int
+    headers: httpx.Headers
+    raw: dict[str, Any]                    # response id, fingerprint, usage details: never headers
+
+
+class Teacher:
+    """An OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, config: TeacherConfig, *, max_connections: int | None = None) -> None:
+        self.config = config
+        self._key = config.api_key()
+        conns = max_connections or config.limits.max_concurrency
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
+            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 15.0)),
+        )
+        self._client = openai.AsyncOpenAI(api_key=self._key, base_url=config.base_url, max_retries=0,
+                                          http_client=self._http, timeout=config.timeout)
+
+    def scrub(self, text: str) -> str:
+        """Remove the key from any text that came back from the server (some echo it)."""
+        return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
+
+    async def complete(self, request: dict[str, Any]) -> Reply:
+        params = {k: v for k, v in request.get("params", {}).items()}
+        start = time.monotonic()
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(
+                model=request["model"], messages=request["messages"], **params)
+        except openai.APIStatusError as e:
+            raise self._classify_status(e) from None
+        except openai.APITimeoutError:
+            raise RetryableError("the teacher did not answer within the timeout", kind="timeout") from None
+        except openai.APIConnectionError as e:
+            cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
+            raise RetryableError(f"connection failed ({cause})", kind="connection") from None
+        latency = time.monotonic() - start
+        headers = raw.headers
+        try:
+            completion = raw.parse()
+            choice = completion.choices[0]
+            content = choice.message.content
+        except Exception as e:  # noqa: BLE001 - any garbage body is a transient fault of the server
+            raise RetryableError(f"unparseable response body ({type(e).__name__})", kind="bad_body",
+                                 status=raw.status_code, headers=headers) from None
+        if content is None or (not content.strip() and choice.finish_reason == "content_filter"):
+            if choice.finish_reason == "content_filter":
+                raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
+                                     status=raw.status_code, headers=headers)
+            raise RetryableError("the response has no message content", kind="bad_body",
+                                 status=raw.status_code, headers=headers)
+        usage = completion.usage
+        meta: dict[str, Any] = {"id": completion.id}
+        if getattr(completion, "system_fingerprint", None):
+            meta["system_fingerprint"] = completion.system_fingerprint
+        return Reply(content=content, finish_reason=choice.finish_reason, model=completion.model,
+                     prompt_tokens=usage.prompt_tokens if usage else None,
+                     completion_tokens=usage.completion_tokens if usage else None,
+                     latency=latency, status=raw.status_code, headers=headers, raw=meta)
+
+    def _classify_status(self, e: openai.APIStatusError) -> TeacherError:
+        status = e.status_code
+        headers = e.response.headers
+        body = e.body if e.body is not None else _safe_text(e.response)
+        detail = self.scrub(_error_detail(body))
+        kind = f"http_{status}"
+        if is_quota_exhausted(status, body):
+            return FatalError(f"the teacher says the account's quota or billing limit is exhausted "
+                              f"(HTTP {status}: {detail}); retrying cannot help", kind="quota_exhausted",
+                              status=status, headers=headers)
+        if status in FATAL_STATUS:
+            what = "the API key was rejected" if status == 401 else "access is forbidden"
+            return FatalError(f"HTTP {status}: {what} ({detail}); check teacher.api_key_env and the "
+                              "key's permissions", kind=kind, status=status, headers=headers)
+        if status in RETRYABLE_STATUS or status >= 500:
+            return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status,
+                                  retry_after=parse_retry_after(headers), headers=headers)
+        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+        await self._http.aclose()
+
+
+def _safe_text(response: httpx.Response) -> str:
+    try:
+        return response.text[:500]
+    except Exception:  # noqa: BLE001 - a body we cannot read says nothing more
+        return ""
+
+
+def _error_detail(body: Any) -> str:
+    """The server's error message, short; never the whole body."""
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            text = str(err.get("message") or err.get("code") or err.get("type") or "")
+        else:
+            text = str(err)
+    else:
+        text = str(body or "")
+    text = " ".join(text.split())
+    return (text[:200] + "…") if len(text) > 200 else (text or "no detail")
