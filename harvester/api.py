@@ -13,8 +13,10 @@ import asyncio
 import hashlib
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +27,11 @@ from .errors import HarvesterError
 from .hashing import content_hash
 from .prompts import JobSpec, plan
 from .store import Store
+from .quota import QuotaGuard, prices_for, utc_now
+from .store import ledger
 from .teacher import Teacher
+from .terms import check_terms
+from .tokens import TokenEstimator
 
 if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
     import datasets
@@ -60,8 +66,10 @@ class RunResult:
 class Harvester:
     """One job: its config, its store, and the verbs run / status / export."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job: Job, *, clock: Callable[[], datetime] | None = None) -> None:
+        """`clock` (an aware UTC datetime) decides the quota's day and month; tests fake it."""
         self.job = job
+        self.clock = clock or utc_now
         self._store: Store | None = None
         self.last_export: "ExportReport | None" = None
         self._crawler: Crawler | None = None
@@ -104,18 +112,27 @@ class Harvester:
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,
                   handle_signals: bool = True) -> RunResult:
         """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`)."""
+        terms = check_terms(self.job.teacher)  # before anything is planned or sent
         summary = self.plan()
         store = self.store
         teacher = Teacher(self.job.teacher)
-        before = store.status(summary.plan_key)
         store.reset_retryable_failures(summary.plan_key)
+        before = store.status(summary.plan_key)
         owner = worker_id()
         run_id = store.start_run(job_name=self.job.name, owner=owner, version=__version__,
                                  config_hash=self.config_hash(), plan_key=summary.plan_key,
-                                 terms=None)
+                                 terms=terms.model_dump(mode="json"))
+        try:
+            guard = QuotaGuard(self.job, store, run_id, clock=self.clock)
+        except BaseException:
+            store.end_run(run_id, exit_reason="error")
+            await teacher.aclose()
+            raise
+        if guard.active:
+            ledger.expire_lost(store, stale_before=time.time() - self.job.lease_seconds)
         crawler = Crawler(self.job, store, teacher, plan_key=summary.plan_key, run_id=run_id, owner=owner,
-                          total=summary.jobs, done_before=before["done"],
-                          failed_before=0)
+                          quota=guard if guard.active else None, total=summary.jobs,
+                          done_before=before["done"], failed_before=before["failed"])
         self._crawler = crawler
         restore = self._install_signals(crawler) if handle_signals else None
         outcome: RunOutcome | None = None
@@ -163,6 +180,53 @@ class Harvester:
 
     def config_hash(self) -> str:
         return content_hash(self.job.model_dump(mode="json", exclude={"teacher": {"api_key_env"}}))
+
+    # --- quota ------------------------------------------------------------------------
+    def quota(self) -> dict[str, Any]:
+        """Each budget: used, reserved, left, next reset; and the ledger's totals."""
+        from .quota import report
+        return report(self.job, self.store, clock=self.clock)
+
+    def estimate(self) -> dict[str, Any]:
+        """The dry run: requests, tokens and cost of what is still pending, before anything is spent.
+
+        `worst` bounds one attempt per pending job (hard input bound + max_tokens); `expected` uses the
+        averages observed so far (calibrated input estimate, mean completion tokens), when there are any."""
+        from .crawler import input_token_bound
+        summary = self.plan()
+        store = self.store
+        estimator = TokenEstimator()
+        done_in = done_est = done_out = answered = 0
+        for r in store.iter_records(summary.plan_key):
+            if r.prompt_tokens is not None:
+                done_in += r.prompt_tokens
+                done_est += estimator.raw(r.messages)
+                done_out += r.completion_tokens or 0
+                answered += 1
+        ratio = done_in / done_est if done_est else None
+        mean_out = done_out / answered if answered else None
+        max_out = self.job.teacher.max_tokens
+        pending = worst_in = exp_in = 0.0
+        for messages in store.iter_pending_messages(summary.plan_key):
+            pending += 1
+            worst_in += input_token_bound(messages)
+            exp_in += estimator.raw(messages) * ratio if ratio else 0.0
+        prices = prices_for(self.job)
+
+        def usd(i: float, o: float) -> float | None:
+            return None if prices is None else (i * prices.input_per_mtok + o * prices.output_per_mtok) / 1e6
+
+        worst_out = pending * max_out if max_out is not None else None
+        expected = None
+        if ratio is not None and mean_out is not None:
+            exp_out = pending * mean_out
+            expected = {"input_tokens": round(exp_in), "output_tokens": round(exp_out),
+                        "usd": usd(exp_in, exp_out), "from_answers": answered}
+        return {"jobs": summary.jobs, "pending_requests": int(pending),
+                "worst": {"input_tokens": int(worst_in), "output_tokens": worst_out,
+                          "usd": usd(worst_in, worst_out) if worst_out is not None else None},
+                "expected": expected, "prices": prices.model_dump() if prices else None,
+                "note": "worst case counts one attempt per pending job; retries of billed failures add to it"}
 
     # --- status and export --------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -45,13 +45,19 @@ def _harvester(job: Path) -> Any:
 
 @app.command()
 def run(job: Path = JobArg,
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display")) -> None:
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="estimate requests, tokens and cost of what is "
+                                     "pending; send nothing")) -> None:
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
-    Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again."""
+    Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
+    Exits 3 when a quota is reached (rerun after its reset to resume)."""
     def go() -> int:
-        from .display import ProgressDisplay
+        from .display import ProgressDisplay, estimate_table
         h = _harvester(job)
+        if dry_run:
+            out.print(estimate_table(h.estimate()))
+            return 0
         display = None if quiet else ProgressDisplay()
         try:
             result = h.run_sync(on_progress=display)
@@ -81,6 +87,22 @@ def status(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", hel
         else:
             from .display import status_table
             out.print(status_table(s))
+    _guard(go)
+
+
+@app.command()
+def quota(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", help="machine-readable")) -> None:
+    """Show each of JOB's budgets: used, reserved (in flight), left, next reset; and the terms in force."""
+    def go() -> None:
+        from .display import quota_table
+        from .terms import resolve_terms
+        h = _harvester(job)
+        report = h.quota()
+        report["terms"] = resolve_terms(h.job.teacher).model_dump(mode="json")
+        if as_json:
+            print(json.dumps(report, indent=2, default=str))
+        else:
+            out.print(quota_table(report))
     _guard(go)
 
 

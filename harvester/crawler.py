@@ -27,11 +27,11 @@ from .tokens import TokenEstimator
 
 
 class QuotaGate(Protocol):
-    """What the crawler needs of the quota guard (harvester.quota)."""
+    """What the crawler needs of the quota guard (harvester.quota.QuotaGuard)."""
 
     def reserve(self, job_id: str, input_tokens: int, output_tokens: int) -> Any: ...
-    def settle(self, reservation: Any, prompt_tokens: int | None, completion_tokens: int | None) -> None: ...
-    def release(self, reservation: Any) -> None: ...
+    def settlement(self, reservation: Any, prompt_tokens: int | None, completion_tokens: int | None, *,
+                   sent: bool = True, billed_unknown: bool = False) -> Any: ...
 
 
 @dataclass
@@ -63,6 +63,13 @@ class RunOutcome:
     errors: Counter[str] = field(default_factory=Counter)
     quota: QuotaExceeded | None = None
     fatal: FatalError | None = None
+
+
+def input_token_bound(messages: list[dict[str, Any]]) -> int:
+    """A hard upper bound on a request's input tokens: byte-level tokenizers never use more than one
+    token per UTF-8 byte, plus each chat template's few tokens per message. The quota reserves this,
+    so that no tokenizer can make a run overspend."""
+    return 8 + sum(8 + len(str(m.get("content", "")).encode("utf-8")) for m in messages)
 
 
 def worker_id() -> str:
@@ -98,6 +105,7 @@ class Crawler:
         self.started = time.monotonic()
         self._stopping = False
         self._stop_reason: RunOutcome | None = None
+        self.crash: BaseException | None = None
         self._wake = asyncio.Event()
         self._gate = asyncio.Lock()          # FIFO: one waiter polls the limiter at a time
         self._sending: set[asyncio.Task[Any]] = set()
@@ -152,6 +160,8 @@ class Crawler:
             await asyncio.to_thread(self.store.release_owner, self.owner)
         if on_progress:
             on_progress(self.progress())
+        if self.crash is not None:
+            raise self.crash
         outcome = self._stop_reason or RunOutcome("done")
         outcome.sent, outcome.answered, outcome.failed = self.sent, self.answered, self.failed
         outcome.errors = self.errors
@@ -161,13 +171,14 @@ class Crawler:
     async def _process(self, claimed: ClaimedJob) -> None:
         request = claimed.request
         est_in = self.estimator.estimate(request["messages"])
+        worst_in = max(est_in, input_token_bound(request["messages"]))
         attempts = max(1, self.job.retry.max_attempts - claimed.attempts)
         retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=self._wait,
                                  retry=retry_if_exception_type(RetryableError), reraise=True)
         try:
             async for attempt in retrying:
                 with attempt:
-                    reply = await self._attempt(claimed.id, request, est_in)
+                    reply = await self._attempt(claimed.id, request, est_in, worst_in)
         except _Stop:
             return
         except asyncio.CancelledError:
@@ -185,22 +196,33 @@ class Crawler:
             self._stop_reason = self._stop_reason or RunOutcome("quota", str(e), quota=e)
             self.stop("quota", str(e))
             return
+        except Exception as e:  # a bug or a broken store: stop the run, then re-raise from run()
+            self._stop_reason = RunOutcome("error", f"{type(e).__name__}: {e}")
+            self.crash = e
+            self.stop("error")
+            return
         self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw))
         self.done += 1
 
-    async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int) -> Reply:
+    async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int, worst_in: int) -> Reply:
         if self._stopping:
             raise _Stop
+        permit = await self._acquire(est_in)
+        # Reserve after the limiter admits the request, so that reservations are requests about to be
+        # sent: a budget is then used to its end rather than held by requests still queueing.
+        quota = self.quota
         reservation = None
-        if self.quota is not None:
-            reservation = await asyncio.to_thread(self.quota.reserve, job_id, est_in, self.max_tokens)
-        try:
-            permit = await self._acquire(est_in)
-        except BaseException:
-            if reservation is not None:
-                self.quota.release(reservation)  # type: ignore[union-attr]
-            raise
+        if quota is not None:
+            try:
+                reservation = await asyncio.to_thread(quota.reserve, job_id, worst_in, self.max_tokens)
+            except BaseException:
+                self.limiter.complete(permit, outcome="cancelled")
+                raise
+            if self._stopping:
+                self.limiter.complete(permit, outcome="cancelled")
+                self.writer.put(quota.settlement(reservation, None, None, sent=False))
+                raise _Stop
         task = asyncio.current_task()
         assert task is not None
         self._sending.add(task)
@@ -218,13 +240,13 @@ class Crawler:
                 self.rate_limited += 1
             self.errors[e.kind] += 1
             self._record_attempt(job_id, started, e.status, e.kind, e.retry_after, permit)
-            if reservation is not None:
-                self.quota.settle(reservation, None, None)  # type: ignore[union-attr]
+            if quota is not None:  # no status: the request may have been billed, keep its worst case
+                self.writer.put(quota.settlement(reservation, None, None, billed_unknown=e.status is None))
             raise
         except BaseException:
             self.limiter.complete(permit, outcome="error")
-            if reservation is not None:
-                self.quota.settle(reservation, None, None)  # type: ignore[union-attr]
+            if quota is not None:
+                self.writer.put(quota.settlement(reservation, None, None, billed_unknown=True))
             raise
         finally:
             self.in_flight -= 1
@@ -238,8 +260,10 @@ class Crawler:
         self.prompt_tokens += reply.prompt_tokens or 0
         self.completion_tokens += reply.completion_tokens or 0
         self._record_attempt(job_id, started, reply.status, None, None, permit, reply)
-        if reservation is not None:
-            self.quota.settle(reservation, reply.prompt_tokens, reply.completion_tokens)  # type: ignore[union-attr]
+        if quota is not None:
+            billed_unknown = reply.prompt_tokens is None and reply.completion_tokens is None
+            self.writer.put(quota.settlement(reservation, reply.prompt_tokens, reply.completion_tokens,
+                                             billed_unknown=billed_unknown))
         return reply
 
     async def _acquire(self, est_in: int) -> Permit:

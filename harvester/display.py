@@ -98,3 +98,46 @@ def export_table(report: Any) -> Table:
     for split, n in sorted(report.rows.items()):
         table.add_row(f"written: {split}", str(n), "")
     return table
+
+
+def _fmt(value: Any, usd: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.4f}" if usd else f"{value:,.0f}"
+
+
+def quota_table(report: dict[str, Any]) -> Table:
+    table = Table(title="quota")
+    for col in ("budget", "used", "reserved", "left", "limit", "next reset"):
+        table.add_column(col, justify="left" if col in ("budget", "next reset") else "right")
+    for b in report["budgets"]:
+        usd = b["name"].startswith("usd")
+        table.add_row(b["name"], _fmt(b["used"], usd), _fmt(b["reserved"], usd), _fmt(b["left"], usd),
+                      _fmt(b["limit"], usd), b["resets_at"])
+    if not report["budgets"]:
+        table.add_row("(no budgets set)", "", "", "", "", "")
+    t = report["total"]
+    table.caption = (f"all runs: {t['requests']:,} requests, {t['input_tokens']:,} in + {t['output_tokens']:,} out "
+                     f"tokens, ${t['usd']:,.4f}")
+    terms = report.get("terms")
+    if terms:
+        table.caption += (f"\nterms: {terms.get('provider') or 'unknown provider'}: training use "
+                          f"{terms.get('training_use')}" + (f" ({terms['terms_url']})" if terms.get("terms_url") else "")
+                          + (f"; acknowledged: {terms['acknowledgement']}" if terms.get("acknowledgement") else ""))
+    return table
+
+
+def estimate_table(est: dict[str, Any]) -> Table:
+    table = Table(title=f"dry run: {est['pending_requests']:,} of {est['jobs']:,} jobs pending")
+    for col in ("", "input tokens", "output tokens", "cost"):
+        table.add_column(col, justify="right" if col else "left")
+    w = est["worst"]
+    table.add_row("worst case", _fmt(w["input_tokens"]), _fmt(w["output_tokens"]), _fmt(w["usd"], True))
+    e = est["expected"]
+    if e:
+        table.add_row(f"expected (from {e['from_answers']} answers)", _fmt(e["input_tokens"]),
+                      _fmt(e["output_tokens"]), _fmt(e["usd"], True))
+    else:
+        table.add_row("expected", "needs some answers first", "", "")
+    table.caption = est["note"] + ("" if est["prices"] else "; no prices known for this model (set quota.prices)")
+    return table

@@ -2,43 +2,40 @@
 injected so the crawler, the simulator and the tests all drive the same code.
 
 Dimensions: requests/min, tokens/min, input and output tokens/min, and requests in flight.
-A request is admitted only when every dimension allows it. Each rate dimension (`_Dim`) has
-  * a token bucket refilled continuously at `pace` x limit/60 per second and holding at most
-    BURST_S seconds' worth: admission is smooth, yet a caller that wakes late can catch up;
-  * a hard sliding-window log: no 1 s window ever holds more than floor(limit/60) units.
-    Providers enforce per-minute limits per second; this is the guarantee that matters, the
-    bucket keeps the stream smooth and a hair under the limit (room for network jitter).
+A request is admitted only when every dimension allows it. Each rate dimension is a
+`PacedWindow` (harvester.tokens): a bucket paced at 99.5 % of the limit with 0.1 s of burst,
+plus a hard guarantee that no 1 s window holds more than limit/60.
 Reserve, then reconcile: a permit reserves estimated tokens; `complete` refunds or charges
-the difference to the bucket and, if the admission is still inside it, to the window.
+the difference. Header sync, the 429 pause and the adaptive controller (for servers that
+publish no limits) are described where implemented.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from harvester.tokens import is_quota_exhausted, lower_headers, parse_reset, parse_retry_after
+from harvester.tokens import PacedWindow, is_quota_exhausted, lower_headers, parse_reset, parse_retry_after
 
 __all__ = ["Permit", "RateLimiter", "is_quota_exhausted", "parse_reset", "parse_retry_after"]
 
-BURST_S = 0.1             # bucket depth in seconds of rate
 PROBE = 8                 # in-flight cap until the first response (its headers may cut the limits)
 CONCURRENCY_HINT = 0.05   # wait hint when only the concurrency cap blocks (callers also wake on release)
-BETA_HARD = 0.7           # multiplicative decrease on 429 / 503 / timeout
-BETA_SOFT = 0.9           # ... on rising latency (learned mode)
-RECOVER_PER_S = 0.03      # throttle regrowth after a 429 under known limits: +3 %/s (0.7 -> 1 in ~12 s)
-DEFAULT_PAUSE = 0.1       # 429 with no hint at all: pause 0.1 s, doubling per consecutive episode ...
-MAX_DEFAULT_PAUSE = 5.0   # ... up to this
-LEARN_START_RPS = 4.0
-SS_GAIN = 1.0             # learned mode: per-success rate increments (=> growth per second), see _on_success
-NEAR_GAIN, FAR_GAIN, PAST_GAIN = 0.2, 0.01, 0.05
-LEARN_BETA = 0.8
-LEARN_MIN_RPS = 0.05
+DEFAULT_PAUSE = 0.1       # 429 without retry-after or reset: pause 0.1 s, doubling per episode in a row,
+MAX_DEFAULT_PAUSE = 5.0   # up to this
+# Known limits (config/headers): a 429 / 503 / timeout multiplies a throttle by BETA_HARD, which
+# then regrows by RECOVER_PER_S per second (0.7 -> 1 in ~12 s). BETA_SOFT: rising latency.
+BETA_HARD, BETA_SOFT, RECOVER_PER_S = 0.7, 0.9, 0.03
+# Unknown limits (learned): AIMD on the request rate. Each success adds GAIN req/s, i.e. the rate
+# grows by GAIN x 100 % per second: slow start until the first loss, then quick back to near the
+# last loss point, careful around it, brisker once clearly past it (the limit moved).
+LEARN_START_RPS, LEARN_MIN_RPS, LEARN_BETA = 4.0, 0.05, 0.8
+SS_GAIN, NEAR_GAIN, FAR_GAIN, PAST_GAIN = 1.0, 0.2, 0.01, 0.05
 OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
+_NO_ENTRIES = (None, None, None, None)
 _HEADER_SPECS = (  # (dimension, limit, remaining, reset); `limit` values are per minute
     (0, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
     (1, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
@@ -67,104 +64,27 @@ class Permit:
     done: bool = field(default=False, repr=False)
 
 
-class _Dim:
-    """One rate dimension: paced bucket + hard 1 s window. Window entries are [t, amount, sent_after, alive]."""
-
-    __slots__ = ("config", "header", "learned", "limit", "source", "rate", "cap", "level", "last",
-                 "blocked_until", "log", "wsum", "wmax", "wlen", "sent")
-
-    def __init__(self, config: float | None, now: float) -> None:
-        self.config = config if config else None
-        self.header: float | None = None
-        self.learned: float | None = None
-        self.limit: float | None = None
-        self.source: str | None = None
-        self.rate, self.cap, self.level, self.last = 0.0, 1.0, math.inf, now
-        self.blocked_until = -math.inf   # set by headers saying "nothing remains until reset"
-        self.log: deque[list] = deque()
-        self.wsum, self.wmax, self.wlen, self.sent = 0.0, 1.0, 1.0, 0.0
-
-    def resolve(self) -> bool:
-        """The limit in force: the lower of config and headers (the server wins when lower), else learned."""
-        c, h = self.config, self.header
-        if h is not None and (c is None or h < c):
-            self.limit, self.source = h, "headers"
-        elif c is not None:
-            self.limit, self.source = c, "config"
-        else:
-            self.limit, self.source = self.learned, ("learned" if self.learned is not None else None)
-        return self.limit is not None
-
-    def set_rate(self, factor: float, pace: float, now: float) -> None:
-        self.refill(now)
-        per_s = self.limit * factor / 60.0
-        self.rate = per_s * pace
-        self.cap = max(1.0, self.rate * BURST_S)
-        self.level = min(self.level, self.cap)
-        if per_s >= 1.0:
-            self.wlen, self.wmax = 1.0, float(math.floor(per_s + 1e-9))
-        else:  # slower than 1/s: one unit per 1/per_s seconds
-            self.wlen, self.wmax = 1.0 / per_s, 1.0
-
-    def refill(self, now: float) -> None:
-        if now > self.last:
-            self.level = min(self.cap, self.level + (now - self.last) * self.rate)
-            self.last = now
-
-    def wait(self, now: float, cost: float) -> float:
-        """0 if `cost` may go now, else seconds to wait."""
-        self.refill(now)
-        w = self.blocked_until - now
-        need = cost if cost < self.cap else self.cap   # oversized requests go when full, into debt
-        if self.level < need - 1e-9:
-            w = max(w, (need - self.level) / self.rate)
-        log, cutoff = self.log, now - self.wlen
-        while log and log[0][0] <= cutoff:
-            e = log.popleft()
-            e[3] = False
-            self.wsum -= e[1]
-        if self.wsum > 0 and self.wsum + cost > self.wmax:
-            excess = min(self.wsum, self.wsum + cost - self.wmax)  # oversized: the window must empty
-            freed = 0.0
-            for e in log:
-                freed += e[1]
-                if freed >= excess:
-                    w = max(w, e[0] + self.wlen - now, 1e-6)
-                    break
-        return w if w > 0 else 0.0
-
-    def take(self, now: float, cost: float) -> list:
-        self.level -= cost
-        self.wsum += cost
-        self.sent += cost
-        e = [now, cost, self.sent, True]
-        self.log.append(e)
-        return e
-
-    def adjust(self, now: float, e: list, amount: float) -> None:
-        """Reconcile an admission to its actual cost (refund if lower, charge if higher)."""
-        delta = amount - e[1]
-        e[1] = amount
-        if e[3]:
-            self.wsum += delta
-        self.refill(now)
-        self.level = min(self.cap, self.level - delta)
-
-
 class RateLimiter:
     """Admission control over every limit at once; see the module docstring.
 
-    `pace` is the fraction of each limit the bucket paces at (0.995 leaves ~5 ms of jitter room
-    per second at 50 req/s). `probe` caps requests in flight until the first response arrives.
+    `pace` is the fraction of each limit the buckets pace at (0.995 leaves ~5 ms of jitter room
+    per second at 50 req/s). `probe` caps requests in flight until the first response arrives
+    (its headers may say the configured limits are too high). Refunds of unused tokens go back
+    to the buckets, i.e. the long-run pace; the 1 s windows keep counting what was reserved,
+    because OpenAI (and the simulator) charge prompt + max_tokens on arrival within the second.
+    `refund_window=True` refunds those too, for servers that count only actual usage.
     """
 
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None,
                  input_tpm: float | None = None, output_tpm: float | None = None,
                  max_concurrency: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, pace: float = 0.995, probe: int = PROBE) -> None:
+                 wall_clock: Callable[[], float] = time.time, pace: float = 0.995, probe: int = PROBE,
+                 refund_window: bool = False) -> None:
         now = clock()
-        self._clock, self._wall, self._pace = clock, wall_clock, pace
-        self._dims = tuple(_Dim(v, now) for v in (rpm, tpm, input_tpm, output_tpm))
+        self._clock, self._wall, self._pace, self._refund_window = clock, wall_clock, pace, refund_window
+        # Requests start with one in the bucket (no burst at t=0); token buckets start full.
+        self._dims = tuple(PacedWindow(v, now, s) for v, s in
+                           ((rpm, 1.0), (tpm, math.inf), (input_tpm, math.inf), (output_tpm, math.inf)))
         self._req = self._dims[0]
         self._max_conc = max_concurrency
         self._inflight = self._admitted = self._n429 = 0
@@ -182,7 +102,6 @@ class RateLimiter:
         self._x_n, self._x_t0 = 0, now
         self._last_busy = -math.inf         # last time the rate (not the cap) held a request back
         self._probing, self._probe = probe > 0, probe
-        self._req.learned = self._rps * 60.0
         self._apply(now)
 
     # ------------------------------------------------------------------ admission
@@ -224,18 +143,19 @@ class RateLimiter:
         if outcome == "ok" and status is not None and status >= 400:
             outcome = "rate_limited" if status == 429 else "overloaded" if status in (503, 529) else "error"
         self._counts[outcome] = self._counts.get(outcome, 0) + 1
-        dims, ents = self._dims, permit.entries
+        dims, ents = self._dims, permit.entries or _NO_ENTRIES
         if outcome == "cancelled":   # never sent: give everything back
             for d, e in zip(dims, ents):
                 if e is not None:
                     d.adjust(now, e, 0.0)
             return
+        rw = self._refund_window
         if prompt_tokens is not None and completion_tokens is not None and ents[1] is not None:
-            dims[1].adjust(now, ents[1], prompt_tokens + completion_tokens)
+            dims[1].adjust(now, ents[1], prompt_tokens + completion_tokens, rw)
         if prompt_tokens is not None and ents[2] is not None:
-            dims[2].adjust(now, ents[2], prompt_tokens)
+            dims[2].adjust(now, ents[2], prompt_tokens, rw)
         if completion_tokens is not None and ents[3] is not None:
-            dims[3].adjust(now, ents[3], completion_tokens)
+            dims[3].adjust(now, ents[3], completion_tokens, rw)
         if self._probing:
             self._probing = False
             self._update_cap()
@@ -247,7 +167,7 @@ class RateLimiter:
             ra = retry_after if retry_after is not None else (parse_retry_after(h, self._wall()) if h else None)
             if ra is not None:
                 self._paused_until = max(self._paused_until, now + ra)
-            self._backoff(permit, now, BETA_HARD)
+            self._backoff(permit, now, hard=True)
         elif outcome == "ok":
             self._on_success(permit, latency, now)
 
@@ -276,7 +196,7 @@ class RateLimiter:
             end = permit.issued_at + reset
             if end <= now:      # that window has rolled over since: stale
                 continue
-            e = permit.entries[i]
+            e = (permit.entries or _NO_ENTRIES)[i]
             budget = remaining - (d.sent - e[2] if e is not None else 0.0)
             if budget < 1.0:
                 d.blocked_until = max(d.blocked_until, end)
@@ -303,23 +223,24 @@ class RateLimiter:
         if wait is None:
             wait = min(MAX_DEFAULT_PAUSE, DEFAULT_PAUSE * 2.0 ** max(0, self._strikes - 1))
         self._paused_until = max(self._paused_until, now + wait)
-        self._backoff(permit, now, BETA_HARD)
+        self._backoff(permit, now, hard=True)
 
-    def _backoff(self, permit: Permit, now: float, beta: float) -> None:
-        if permit.seq <= self._epoch:   # sent before the last decrease: same congestion episode
+    def _backoff(self, permit: Permit, now: float, *, hard: bool) -> None:
+        """Multiplicative decrease, once per congestion episode: of the learned rate when the
+        limits are unknown, else of a throttle on the known limits that then regrows."""
+        if permit.seq <= self._epoch:   # sent before the last decrease: same episode
             return
         self._epoch = self._admitted
         if self._req.source == "learned":
-            if beta == BETA_HARD:
+            if hard:
                 self._loss_rps = self._rps
-                beta = LEARN_BETA
-            self._rps = max(LEARN_MIN_RPS, self._rps * beta)
+            self._rps = max(LEARN_MIN_RPS, self._rps * (LEARN_BETA if hard else BETA_SOFT))
             self._slow_start = False
             self._set_learned(now)
         else:
             if self._recovering:
                 self._recover(now)
-            self._f = self._f0 = max(0.05, self._f * beta)
+            self._f = self._f0 = max(0.05, self._f * (BETA_HARD if hard else BETA_SOFT))
             self._f_t0, self._recovering = max(now, self._paused_until), True
             for _, d in self._active:
                 d.set_rate(self._f, self._pace, now)
@@ -352,12 +273,10 @@ class RateLimiter:
             return
         inflation = self._lat / self._lat_base if self._n_lat > 20 else 1.0
         if inflation > 2.0:     # queueing at the server: back off gently
-            self._backoff(permit, now, BETA_SOFT)
+            self._backoff(permit, now, hard=False)
             return
         if now - self._last_busy > 1.0 or inflation > 1.5:
             return  # the rate is not what limits us, or latency is rising: hold
-        # Per-success increment g => the rate grows by g x 100 % per second. Fast below the last
-        # loss point, careful around it, brisk again once clearly past it (the limit moved).
         if self._slow_start:
             g = SS_GAIN
         elif self._rps < 0.9 * self._loss_rps:
@@ -370,14 +289,17 @@ class RateLimiter:
         self._set_learned(now)
 
     def _set_learned(self, now: float) -> None:
-        self._req.learned = self._rps * 60.0
         if self._req.source == "learned":
-            self._req.limit = self._req.learned
+            self._req.limit = self._req.learned = self._rps * 60.0
             self._req.set_rate(1.0, self._pace, now)
             self._update_cap()
 
     # ------------------------------------------------------------------ bookkeeping
     def _apply(self, now: float) -> None:
+        # Learn a request rate only while no limit at all is known (a known tokens/min limit
+        # with no requests/min one means: requests are not limited).
+        known = any(d.config is not None or d.header is not None for d in self._dims)
+        self._req.learned = None if known else self._rps * 60.0
         active = []
         for i, d in enumerate(self._dims):
             if d.resolve():
@@ -390,8 +312,9 @@ class RateLimiter:
         if self._max_conc is not None:
             cap, src = self._max_conc, "config"
         elif self._req.source == "learned":
-            # 2 x throughput x unloaded latency (as BBR): room to double per round trip, but the
-            # cap does not grow with queueing delay, so a batch-bound server cannot run away.
+            # k x throughput x unloaded latency (as BBR): room to grow k-fold per round trip,
+            # yet the cap does not grow with queueing delay, so a batch-bound server (vLLM,
+            # Ollama) cannot make us pile up requests. k = 2 once latency has started to climb.
             gain = 3.0 if self._lat is None or self._lat < 1.5 * self._lat_base else 2.0
             cap = math.ceil(gain * self._x * self._lat_base) + 2 if self._lat_base < math.inf else 0
             cap, src = max(self._probe, 4, cap), "learned"
@@ -403,14 +326,17 @@ class RateLimiter:
         self._cap_source: str | None = src
 
     def snapshot(self) -> dict:
+        """What a status display needs: limits in force and their source, pace, in flight, 429s."""
         now = self._clock()
+        if self._recovering:
+            self._recover(now)
         limits = {n: (None if d.limit is None else
-                      {"per_minute": d.limit, "source": d.source, "effective_per_minute": d.rate * 60.0})
+                      {"value": d.limit, "source": d.source, "effective": d.rate * 60.0})
                   for n, d in zip(_NAMES, self._dims)}
         paused = self._paused_until > now
         return {
             "limits": limits,
-            "effective_rpm": self._req.rate * 60.0,
+            "effective_rpm": self._req.rate * 60.0 if self._req.limit is not None else None,
             "throttle": self._f,
             "in_flight": self._inflight,
             "concurrency_cap": self._cap,

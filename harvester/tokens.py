@@ -1,7 +1,12 @@
-"""Pure helpers for the rate limiter: offline token estimation and parsing of what a teacher
-API says about its limits (reset durations, Retry-After, quota/billing errors).
+"""Pure building blocks of the rate limiter (harvester.ratelimit holds the policy):
 
-No I/O and no tokenizer: everything here must run at ~1,000+ calls/s on the request path.
+  * TokenEstimator: offline, conservative prompt-token estimates, calibrated by usage;
+  * PacedWindow: one rate dimension (requests/min or tokens/min) as a paced token bucket plus a
+    hard 1-second sliding window;
+  * parsing of what a teacher API says about its limits: reset durations, Retry-After, and
+    billing/quota errors.
+
+No I/O and no tokenizer: everything here runs at ~1,000+ calls/s on the request path.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import json
 import math
 import re
 import time
+from collections import deque
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
@@ -29,8 +35,8 @@ class TokenEstimator:
     we start safe, then scale by `factor`, learned from observed actual/raw ratios `q`:
         factor = max(decaying peak of q, EWMA(q) * (1 + margin))
     The peak term keeps us above every recently observed ratio; the EWMA term bounds how far the
-    peak may decay. A small memo (keyed by raw size) guarantees a text seen before is never
-    estimated below the tokens it actually took.
+    peak may decay. A bounded memo (keyed by raw size) keeps a text seen before from being
+    estimated below the tokens it actually took (retries re-send the same text).
     """
 
     PER_MESSAGE = 4
@@ -80,6 +86,105 @@ class TokenEstimator:
         self.observations += 1
         f = max(self._peak, self._ewma * (1.0 + self._margin))
         self.factor = min(self._max, max(self._min, f))
+
+
+# --------------------------------------------------------------------------- paced window
+
+BURST_S = 0.1   # bucket depth, in seconds of rate
+
+
+class PacedWindow:
+    """One rate dimension, in units (requests or tokens) per minute.
+
+    * A token bucket refilled continuously at pace x limit/60 per second and holding at most
+      BURST_S seconds' worth: admission is smooth, yet a caller that wakes late can catch up.
+    * A hard sliding-window log: no window of 1 s ever holds more than floor(limit/60) units.
+      Providers enforce per-minute limits per second; this is the guarantee that matters, the
+      bucket keeps the stream smooth and a hair under the limit (room for network jitter).
+    Log entries are [t, amount, units sent up to and including it, still in the window].
+    """
+
+    __slots__ = ("config", "header", "learned", "limit", "source", "rate", "cap", "level", "last",
+                 "blocked_until", "log", "wsum", "wmax", "wlen", "sent")
+
+    def __init__(self, config: float | None, now: float, start: float = math.inf) -> None:
+        self.config = config if config else None
+        self.header: float | None = None
+        self.learned: float | None = None
+        self.limit: float | None = None
+        self.source: str | None = None
+        self.rate, self.cap, self.level, self.last = 0.0, 1.0, start, now   # start: clamped to cap
+        self.blocked_until = -math.inf   # set by headers saying "nothing remains until reset"
+        self.log: deque[list] = deque()
+        self.wsum, self.wmax, self.wlen, self.sent = 0.0, 1.0, 1.0, 0.0
+
+    def resolve(self) -> bool:
+        """The limit in force: the lower of config and headers (the server wins when lower), else learned."""
+        c, h = self.config, self.header
+        if h is not None and (c is None or h < c):
+            self.limit, self.source = h, "headers"
+        elif c is not None:
+            self.limit, self.source = c, "config"
+        else:
+            self.limit, self.source = self.learned, ("learned" if self.learned is not None else None)
+        return self.limit is not None
+
+    def set_rate(self, factor: float, pace: float, now: float) -> None:
+        self.refill(now)
+        per_s = self.limit * factor / 60.0
+        self.rate = per_s * pace
+        self.cap = max(1.0, self.rate * BURST_S)
+        self.level = min(self.level, self.cap)
+        if per_s >= 1.0:
+            self.wlen, self.wmax = 1.0, float(math.floor(per_s + 1e-9))
+        else:  # slower than 1/s: one unit per 1/per_s seconds
+            self.wlen, self.wmax = 1.0 / per_s, 1.0
+
+    def refill(self, now: float) -> None:
+        if now > self.last:
+            self.level = min(self.cap, self.level + (now - self.last) * self.rate)
+            self.last = now
+
+    def wait(self, now: float, cost: float) -> float:
+        """0 if `cost` may go now, else seconds to wait."""
+        self.refill(now)
+        w = self.blocked_until - now
+        need = cost if cost < self.cap else self.cap   # oversized requests go when full, into debt
+        if self.level < need - 1e-9:
+            w = max(w, (need - self.level) / self.rate)
+        log, cutoff = self.log, now - self.wlen
+        while log and log[0][0] <= cutoff:
+            e = log.popleft()
+            e[3] = False
+            self.wsum -= e[1]
+        if self.wsum > 0 and self.wsum + cost > self.wmax:
+            excess = min(self.wsum, self.wsum + cost - self.wmax)  # oversized: the window must empty
+            freed = 0.0
+            for e in log:
+                freed += e[1]
+                if freed >= excess:
+                    w = max(w, e[0] + self.wlen - now, 1e-6)
+                    break
+        return w if w > 0 else 0.0
+
+    def take(self, now: float, cost: float) -> list:
+        self.level -= cost
+        self.wsum += cost
+        self.sent += cost
+        e = [now, cost, self.sent, True]
+        self.log.append(e)
+        return e
+
+    def adjust(self, now: float, e: list, amount: float, refund_window: bool = True) -> None:
+        """Reconcile an admission to its actual cost: the bucket is refunded or charged; the
+        window is charged, but refunded only if `refund_window` (see RateLimiter)."""
+        delta = amount - e[1]
+        self.refill(now)
+        self.level = min(self.cap, self.level - delta)
+        if delta > 0 or refund_window:
+            e[1] = amount
+            if e[3]:
+                self.wsum += delta
 
 
 # --------------------------------------------------------------------------- header parsing

@@ -51,14 +51,28 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# The steps run interleaved per record (filters -> exact -> decontam -> near-dup), each needing
-# the normalized answer: a small cache keyed by the (hash-cached) str normalizes it once.
-normalized = lru_cache(maxsize=256)(normalize_text)
+# `normalize_text` on pure-ASCII text is exactly: lower-case, every non-alphanumeric byte to a
+# space, split. bytes.translate does that ~5x faster than NFKC + casefold + regex.
+_ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else c if 48 <= c <= 57 or 97 <= c <= 122 else 32
+                    for c in range(256))
+
+
+@lru_cache(maxsize=64)  # steps run interleaved per record: the answer is normalized once
+def normalized_words(text: str) -> list[bytes]:
+    """UTF-8 words of `normalize_text(text)`."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_FOLD).split()
+    return normalize_text(text).encode("utf-8").split()
+
+
+def normalized(text: str) -> str:
+    """`normalize_text`, through the ASCII fast path and the cache."""
+    return b" ".join(normalized_words(text)).decode("utf-8")
 
 
 def word_hashes(text: str) -> np.ndarray:
     """xxh3-64 of every normalized (case/punctuation-folded) word, in order."""
-    words = normalized(text).encode("utf-8").split()
+    words = normalized_words(text)
     return np.fromiter(map(xxhash.xxh3_64_intdigest, words), dtype=_U64, count=len(words))
 
 

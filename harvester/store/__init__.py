@@ -22,7 +22,8 @@ from sqlmodel import SQLModel
 from ..errors import StoreError
 from ..export.record import Record
 from ..prompts import JobSpec
-from .tables import SCHEMA_VERSION, Attempt, Job, Meta, Response, Run, Usage
+from . import ledger
+from .tables import SCHEMA_VERSION, Attempt, Job, Meta, Response, Run, Usage, UsageTotal
 
 __all__ = ["Store", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",
            "Response", "Usage", "Meta", "SCHEMA_VERSION"]
@@ -140,7 +141,7 @@ class Store:
     def _migrate(self) -> None:
         with self.write() as conn:
             SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in
-                                                       (Meta, Run, Job, Attempt, Response, Usage)])
+                                                       (Meta, Run, Job, Attempt, Response, Usage, UsageTotal)])
             found = conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
             if found is None:
                 conn.execute(META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -264,9 +265,13 @@ class Store:
                 conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=now))
 
     # --- recording (called by the writer thread, in batches) -----------------------------
-    def record(self, attempts: list[AttemptRow], answers: list[AnswerRow], failures: list[FailureRow]) -> None:
+    def record(self, attempts: list[AttemptRow], answers: list[AnswerRow], failures: list[FailureRow],
+               settlements: list[ledger.Settlement] | None = None) -> None:
+        """One transaction: an answer and its ledger settlement are kept, or lost, together."""
         now = time.time()
         with self.write() as conn:
+            if settlements:
+                ledger.settle(conn, settlements)
             if attempts:
                 conn.execute(A.insert(), [_asdict(a) for a in attempts])
                 per_job = Counter(a.job_id for a in attempts)
@@ -328,6 +333,17 @@ class Store:
                                  model=r.model, prompt_tokens=r.prompt_tokens,
                                  completion_tokens=r.completion_tokens, source=r.source,
                                  metadata=r.metadata or {})
+
+    def iter_pending_messages(self, plan_key: str, batch: int = 2000) -> Iterator[list[dict[str, str]]]:
+        """The messages of every job of the plan not yet answered (for the dry run's estimate)."""
+        q = (sa.select(J.c.request).where(J.c.plan_key == plan_key, J.c.status != "done",
+                                          sa.not_(sa.and_(J.c.status == "failed", J.c.permanent == sa.true())))
+             .order_by(J.c.seq))
+        with self.engine.connect().execution_options(sqlite_begin="BEGIN", stream_results=True,
+                                                     yield_per=batch) as conn:
+            with conn.begin():
+                for (request,) in conn.execute(q):
+                    yield request["messages"]
 
     def close(self) -> None:
         self.engine.dispose()

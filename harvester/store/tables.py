@@ -82,16 +82,34 @@ class Response(SQLModel, table=True):
 
 
 class Usage(SQLModel, table=True):
-    """The quota ledger: one row per request sent, reserved before the send and settled after."""
+    """The quota ledger: one row per request, reserved at its worst case before the send and
+    settled with the actual usage after it. The windows it was charged to are kept on the row."""
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(index=True)
     job_id: str | None = None
-    day: str = Field(index=True)                 # UTC "YYYY-MM-DD" of the reservation
-    month: str = Field(index=True)               # UTC "YYYY-MM"
-    state: str = "reserved"                      # reserved | settled
-    requests: int = 1
-    input_tokens: int = 0
+    day: str                                     # UTC "YYYY-MM-DD" of the reservation
+    month: str                                   # UTC "YYYY-MM"
+    state: str = Field(default="reserved", index=True)  # reserved | settled | lost (worker died)
+    input_reserved: int = 0
+    output_reserved: int = 0
+    usd_reserved: float = 0.0
+    input_tokens: int = 0                        # actual, once settled
     output_tokens: int = 0
     usd: float = 0.0
     created_at: float = 0.0
+
+
+class UsageTotal(SQLModel, table=True):
+    """Running totals per budget window ("run:7", "day:2026-11-28", "month:2026-11", "total"),
+    so a reservation checks its budgets in O(1) whatever the ledger's length."""
+
+    window: str = Field(primary_key=True)
+    requests: int = 0                            # used (settled), every attempt counts
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+    requests_reserved: int = 0                   # reserved, not yet settled
+    input_reserved: int = 0
+    output_reserved: int = 0
+    usd_reserved: float = 0.0

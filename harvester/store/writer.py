@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from . import AnswerRow, AttemptRow, FailureRow, Store
+from .ledger import Settlement
 
 _STOP = object()
 
@@ -25,7 +26,7 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._loop, name="harvester-writer", daemon=True)
         self._thread.start()
 
-    def put(self, row: AttemptRow | AnswerRow | FailureRow) -> None:
+    def put(self, row: AttemptRow | AnswerRow | FailureRow | Settlement) -> None:
         if self.error is not None:
             raise self.error
         self._queue.put(row)
@@ -58,7 +59,8 @@ class StoreWriter:
             try:
                 self.store.record([r for r in batch if isinstance(r, AttemptRow)],
                                   [r for r in batch if isinstance(r, AnswerRow)],
-                                  [r for r in batch if isinstance(r, FailureRow)])
+                                  [r for r in batch if isinstance(r, FailureRow)],
+                                  [r for r in batch if isinstance(r, Settlement)])
             except BaseException as e:  # surfaced to the crawler on its next put() or close()
                 self.error = e
                 return

@@ -1,0 +1,153 @@
+"""The terms-of-service quota guard: budgets that a run never exceeds, across runs and processes.
+
+Before each request (every attempt, retries included) the guard reserves its worst case in the
+ledger: estimated input tokens + max_tokens, priced at the input and output rates. After the answer
+it settles the actual usage and releases the rest. A request whose outcome is unknown (a timeout, a
+dropped connection, a worker killed mid-flight) stays charged at its worst case: it may have been billed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .config import Job, Prices
+from .errors import ConfigError, QuotaExceeded
+from .store import Store, ledger
+from .store.ledger import Budget, Overrun, Reservation, Settlement
+
+# USD per million tokens (input, output), as listed by the providers when read; the job file's
+# `quota.prices` overrides. Longest matching prefix of the model name wins.
+BUILTIN_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00), "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40),
+    "claude-3-5-haiku": (0.80, 4.00), "claude-3-5-sonnet": (3.00, 15.00), "claude-sonnet-4": (3.00, 15.00),
+    "claude-opus-4": (15.00, 75.00), "gemini-2.0-flash": (0.10, 0.40), "gemini-1.5-flash": (0.075, 0.30),
+    "gemini-2.5-pro": (1.25, 10.00), "deepseek-chat": (0.27, 1.10), "deepseek-reasoner": (0.55, 2.19),
+    "mistral-large": (2.00, 6.00), "mistral-small": (0.10, 0.30),
+}
+
+METRIC_OF = {"requests": "requests", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
+             "tokens": "tokens", "usd": "usd"}
+
+
+def prices_for(job: Job) -> Prices | None:
+    if job.quota.prices is not None:
+        return job.quota.prices
+    model = job.teacher.model.lower().split("/")[-1]
+    best = max((k for k in BUILTIN_PRICES if model.startswith(k)), key=len, default=None)
+    if best is None:
+        return None
+    pin, pout = BUILTIN_PRICES[best]
+    return Prices(input_per_mtok=pin, output_per_mtok=pout)
+
+
+def parse_budgets(job: Job) -> list[Budget]:
+    out = []
+    for name, limit in job.quota.budgets().items():
+        head, _, window = name.rpartition("_per_") if "_per_" in name else name.rpartition("_")
+        out.append(Budget(name, METRIC_OF[head], window, float(limit)))
+    return out
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def resets_at(window: str, now: datetime) -> str:
+    if window == "day":
+        return (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)).isoformat()
+    if window == "month":
+        first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        return (first + timedelta(days=32)).replace(day=1).isoformat()
+    return "the next run" if window == "run" else "never (raise the budget)"
+
+
+@dataclass
+class BudgetState:
+    name: str
+    limit: float
+    used: float
+    reserved: float
+    resets_at: str
+
+    @property
+    def left(self) -> float:
+        return max(0.0, self.limit - self.used - self.reserved)
+
+
+class QuotaGuard:
+    """Reserve → send → settle, for one run. `clock` returns an aware UTC datetime (tests fake it)."""
+
+    def __init__(self, job: Job, store: Store, run_id: int, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.job, self.store, self.run_id, self.clock = job, store, run_id, clock
+        self.budgets = parse_budgets(job)
+        self.prices = prices_for(job)
+        if self.budgets and job.teacher.max_tokens is None:
+            raise ConfigError("teacher.params.max_tokens: a quota needs max_tokens to bound each request's "
+                              "cost; set it rather than let harvester guess")
+        if any(b.metric == "usd" for b in self.budgets) and self.prices is None:
+            raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
+                              "input_per_mtok and output_per_mtok")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.budgets)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        if self.prices is None:
+            return 0.0
+        return (input_tokens * self.prices.input_per_mtok + output_tokens * self.prices.output_per_mtok) / 1e6
+
+    def reserve(self, job_id: str, input_tokens: int, output_tokens: int) -> Reservation:
+        now = self.clock()
+        got = ledger.reserve(self.store, run_id=self.run_id, job_id=job_id, day=now.strftime("%Y-%m-%d"),
+                             month=now.strftime("%Y-%m"), input_tokens=input_tokens,
+                             output_tokens=output_tokens, usd=self.cost(input_tokens, output_tokens),
+                             budgets=self.budgets, now=time.time())
+        if isinstance(got, Overrun):
+            raise self._exceeded(got, now)
+        return got
+
+    def _exceeded(self, o: Overrun, now: datetime) -> QuotaExceeded:
+        b = o.budget
+        fmt = (lambda v: f"${v:,.4f}") if b.metric == "usd" else (lambda v: f"{v:,.0f}")
+        when = resets_at(b.window, now)
+        return QuotaExceeded(
+            f"quota {b.name} reached: {fmt(o.used)} used + {fmt(o.reserved)} in flight of {fmt(b.limit)}; "
+            f"the next request could exceed it. Resets: {when}. Rerun then to resume (nothing is lost).",
+            budget=b.name, used=o.used, limit=b.limit, resets_at=when)
+
+    def settlement(self, r: Reservation, prompt_tokens: int | None, completion_tokens: int | None, *,
+                   sent: bool = True, billed_unknown: bool = False) -> Settlement:
+        """What to record once the request is over (the writer commits it with the answer)."""
+        if not sent:
+            return Settlement(r, False, 0, 0, 0.0)
+        if billed_unknown:
+            return Settlement(r, True, r.input_tokens, r.output_tokens, r.usd)
+        pin, pout = prompt_tokens or 0, completion_tokens or 0
+        return Settlement(r, True, pin, pout, self.cost(pin, pout))
+
+    def states(self) -> list[BudgetState]:
+        now = self.clock()
+        keys = ledger.window_keys(self.run_id, now.strftime("%Y-%m-%d"), now.strftime("%Y-%m"))
+        sums = ledger.totals(self.store, list(keys.values()))
+        out = []
+        for b in self.budgets:
+            row = sums[keys[b.window]]
+            out.append(BudgetState(b.name, b.limit, ledger.metric_of(row, b.metric, False),
+                                   ledger.metric_of(row, b.metric, True), resets_at(b.window, now)))
+        return out
+
+
+def report(job: Job, store: Store, *, clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
+    """Each budget's used / reserved / left / next reset (the `quota` command), plus totals."""
+    guard = QuotaGuard(job, store, run_id=-1, clock=clock)  # run -1: "the next run" starts at zero
+    totals = ledger.totals(store, ["total"])["total"]
+    return {"budgets": [{**s.__dict__, "left": s.left} for s in guard.states()],
+            "prices": guard.prices.model_dump() if guard.prices else None,
+            "total": {k: totals[k] for k in ("requests", "input_tokens", "output_tokens", "usd",
+                                             "requests_reserved")}}

@@ -1,0 +1,149 @@
+"""The quota ledger's SQL: reserve before a send, settle after it, totals per budget window.
+
+A reservation checks every budget and records itself in one write transaction (BEGIN IMMEDIATE on
+SQLite; row locks on the window totals elsewhere), so processes sharing a store never overspend.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .tables import Run, Usage, UsageTotal
+
+if TYPE_CHECKING:
+    from . import Store
+
+U = Usage.__table__
+T = UsageTotal.__table__
+RUN = Run.__table__
+METRICS = ("requests", "input_tokens", "output_tokens", "tokens", "usd")
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    name: str            # e.g. "tokens_per_day"
+    metric: str          # requests | input_tokens | output_tokens | tokens | usd
+    window: str          # run | day | month | total
+    limit: float
+
+
+@dataclass(slots=True)
+class Reservation:
+    id: int
+    windows: tuple[str, ...]
+    input_tokens: int
+    output_tokens: int
+    usd: float
+
+
+@dataclass(slots=True)
+class Settlement:
+    reservation: Reservation
+    sent: bool           # False: never sent, release it whole
+    input_tokens: int
+    output_tokens: int
+    usd: float
+
+
+@dataclass(slots=True)
+class Overrun:
+    budget: Budget
+    used: float
+    reserved: float
+
+
+def window_keys(run_id: int, day: str, month: str) -> dict[str, str]:
+    return {"run": f"run:{run_id}", "day": f"day:{day}", "month": f"month:{month}", "total": "total"}
+
+
+_RESERVED = {"requests": "requests_reserved", "input_tokens": "input_reserved",
+             "output_tokens": "output_reserved", "usd": "usd_reserved"}
+
+
+def metric_of(row: Any, metric: str, reserved: bool) -> float:
+    """A metric's used (or reserved) amount in one window's totals row."""
+    if metric == "tokens":
+        return metric_of(row, "input_tokens", reserved) + metric_of(row, "output_tokens", reserved)
+    return float(row[_RESERVED[metric] if reserved else metric])
+
+
+def _ensure_windows(store: "Store", conn: Connection, keys: list[str]) -> None:
+    conn.execute(store._insert_ignore(T), [{"window": k} for k in keys])
+
+
+def reserve(store: "Store", *, run_id: int, job_id: str, day: str, month: str, input_tokens: int,
+            output_tokens: int, usd: float, budgets: list[Budget], now: float) -> Reservation | Overrun:
+    keys = window_keys(run_id, day, month)
+    needed = sorted({keys[b.window] for b in budgets} | set(keys.values()))
+    want = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "tokens": input_tokens + output_tokens, "usd": usd}
+    with store.write() as conn:
+        _ensure_windows(store, conn, needed)
+        q = sa.select(T).where(T.c.window.in_(needed)).order_by(T.c.window)
+        if not store.is_sqlite:
+            q = q.with_for_update()
+        rows = {r["window"]: r for r in conn.execute(q).mappings()}
+        for b in budgets:
+            row = rows[keys[b.window]]
+            used, held = metric_of(row, b.metric, False), metric_of(row, b.metric, True)
+            if used + held + want[b.metric] > b.limit + 1e-9:
+                return Overrun(b, used, held)
+        conn.execute(T.update().where(T.c.window.in_(needed)).values(
+            requests_reserved=T.c.requests_reserved + 1, input_reserved=T.c.input_reserved + input_tokens,
+            output_reserved=T.c.output_reserved + output_tokens, usd_reserved=T.c.usd_reserved + usd))
+        rid = conn.execute(U.insert().values(run_id=run_id, job_id=job_id, day=day, month=month, state="reserved",
+                                             input_reserved=input_tokens, output_reserved=output_tokens,
+                                             usd_reserved=usd, created_at=now)).inserted_primary_key[0]
+    return Reservation(rid, tuple(needed), input_tokens, output_tokens, usd)
+
+
+def settle(conn: Connection, settlements: list[Settlement]) -> None:
+    """Apply settlements inside the caller's transaction (the writer's batch)."""
+    deltas: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for s in settlements:
+        r = s.reservation
+        for w in r.windows:
+            d = deltas[w]
+            d["requests_reserved"] -= 1
+            d["input_reserved"] -= r.input_tokens
+            d["output_reserved"] -= r.output_tokens
+            d["usd_reserved"] -= r.usd
+            d["requests"] += 1 if s.sent else 0
+            d["input_tokens"] += s.input_tokens
+            d["output_tokens"] += s.output_tokens
+            d["usd"] += s.usd
+        conn.execute(U.update().where(U.c.id == r.id, U.c.state == "reserved").values(
+            state="settled" if s.sent else "released", input_tokens=s.input_tokens,
+            output_tokens=s.output_tokens, usd=s.usd))
+    for window, d in deltas.items():
+        conn.execute(T.update().where(T.c.window == window).values(**{k: T.c[k] + v for k, v in d.items()}))
+
+
+def expire_lost(store: "Store", stale_before: float) -> int:
+    """Reservations of workers that died (heartbeat older than `stale_before`, never ended) may have
+    been billed: count them as used at their worst case. Returns how many."""
+    with store.write() as conn:
+        dead = sa.select(RUN.c.id).where(RUN.c.ended_at.is_(None), RUN.c.heartbeat_at < stale_before)
+        rows = conn.execute(sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead))).mappings().all()
+        lost = []
+        for r in rows:
+            res = Reservation(r["id"], tuple(window_keys(r["run_id"], r["day"], r["month"]).values()),
+                              r["input_reserved"], r["output_reserved"], r["usd_reserved"])
+            lost.append(Settlement(res, True, r["input_reserved"], r["output_reserved"], r["usd_reserved"]))
+        settle(conn, lost)
+        if lost:
+            conn.execute(U.update().where(U.c.id.in_([s.reservation.id for s in lost])).values(state="lost"))
+    return len(lost)
+
+
+def totals(store: "Store", windows: list[str]) -> dict[str, dict[str, float]]:
+    with store.read() as conn:
+        rows = conn.execute(sa.select(T).where(T.c.window.in_(windows))).mappings().all()
+    empty = {c.name: 0 for c in T.columns if c.name != "window"}
+    found = {r["window"]: dict(r) for r in rows}
+    return {w: found.get(w, {**empty, "window": w}) for w in windows}

@@ -1,0 +1,116 @@
+"""What teachers' terms say about training on their outputs: a built-in table, and the check.
+
+This table is information, not legal advice: it records what each provider's terms said on the day
+they were read, with the source, so that a dataset can carry its provenance. The job file's `terms:`
+block always overrides it, field by field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+from urllib.parse import urlparse
+
+from .config import Teacher, Terms
+from .errors import TermsRefused
+
+READ_ON = date(2026, 11, 28)
+
+# provider → (position, conditions, source)
+KNOWN: dict[str, Terms] = {
+    "openai": Terms(provider="openai", terms_url="https://openai.com/policies/terms-of-use/", checked_on=READ_ON,
+                    training_use="forbidden", conditions="The terms forbid using output to develop models that "
+                    "compete with OpenAI, and forbid circumventing rate limits."),
+    "anthropic": Terms(provider="anthropic", terms_url="https://www.anthropic.com/legal/commercial-terms",
+                       checked_on=READ_ON, training_use="conditional",
+                       conditions="Training models on outputs (distillation) requires Anthropic's prior "
+                       "authorization."),
+    "google": Terms(provider="google", terms_url="https://ai.google.dev/gemini-api/terms", checked_on=READ_ON,
+                    training_use="forbidden", conditions="The Gemini API terms forbid using the services to "
+                    "develop models that compete with Google's."),
+    "meta-llama-3.0": Terms(provider="meta-llama-3.0", terms_url="https://www.llama.com/llama3/license/",
+                            checked_on=READ_ON, training_use="forbidden",
+                            conditions="The Llama 3 license forbids using outputs to improve any other large "
+                            "language model (other than Llama 3 derivatives)."),
+    "meta-llama": Terms(provider="meta-llama", terms_url="https://www.llama.com/llama3_1/license/",
+                        checked_on=READ_ON, training_use="conditional",
+                        conditions="Llama 3.1+ allows training on outputs, but a model so trained must have "
+                        "\"Llama\" at the start of its name, and the license's attribution rules apply."),
+    "mistral": Terms(provider="mistral", terms_url="https://mistral.ai/terms", checked_on=READ_ON,
+                     training_use="conditional", conditions="Mistral's terms restrict using outputs to train "
+                     "competing models; open-weight models follow their own licenses (e.g. Apache-2.0)."),
+    "deepseek": Terms(provider="deepseek", terms_url="https://platform.deepseek.com/downloads/"
+                      "DeepSeek%20Open%20Platform%20Terms%20of%20Service.html", checked_on=READ_ON,
+                      training_use="allowed", conditions="DeepSeek's API terms allow using outputs, "
+                      "including for distillation."),
+    "qwen": Terms(provider="qwen", terms_url="https://www.alibabacloud.com/help/en/model-studio/", checked_on=READ_ON,
+                  training_use="conditional", conditions="Alibaba Cloud Model Studio's terms and each Qwen "
+                  "model's license govern output use; some Qwen licenses require attribution or restrict "
+                  "training other models."),
+    "simulator": Terms(provider="simulator", terms_url=None, checked_on=READ_ON, training_use="allowed",
+                       conditions="harvester's own simulator: synthetic answers, no terms."),
+}
+
+_HOSTS = {
+    "api.openai.com": "openai", "api.anthropic.com": "anthropic",
+    "generativelanguage.googleapis.com": "google", "api.deepseek.com": "deepseek", "api.mistral.ai": "mistral",
+    "dashscope.aliyuncs.com": "qwen", "dashscope-intl.aliyuncs.com": "qwen",
+}
+_ALIASES = {"gemini": "google", "google-gemini": "google", "llama": "meta-llama", "meta": "meta-llama",
+            "sim": "simulator", "harvester-sim": "simulator", "alibaba": "qwen"}
+
+
+def provider_for(teacher: Teacher) -> str | None:
+    """The provider the job names, or the one its base_url belongs to."""
+    named = (teacher.terms.provider if teacher.terms and teacher.terms.provider else teacher.provider)
+    if named:
+        key = _ALIASES.get(named.lower(), named.lower())
+        if key == "meta-llama" and re.search(r"llama[-_ ]?3(?![.\d])|llama[-_ ]?3[.-]0", teacher.model, re.I):
+            return "meta-llama-3.0"
+        return key
+    host = (urlparse(teacher.base_url).hostname or "").lower()
+    return _HOSTS.get(host)
+
+
+def is_local(base_url: str) -> bool:
+    host = urlparse(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_terms(teacher: Teacher) -> Terms:
+    """The built-in position for the teacher's provider, overridden field by field by the job file."""
+    provider = provider_for(teacher)
+    base = KNOWN.get(provider or "", Terms(provider=provider, training_use="unknown"))
+    own = teacher.terms.model_dump(exclude_none=True) if teacher.terms else {}
+    merged = {**base.model_dump(), **own}
+    if merged.get("training_use") is None:
+        merged["training_use"] = "unknown"
+    return Terms(**merged)
+
+
+def check_terms(teacher: Teacher) -> Terms:
+    """The terms in force, or TermsRefused when they don't allow training and nobody acknowledged them.
+
+    An `unknown` position is refused for a remote teacher; a loopback teacher with no named provider
+    (vLLM, Ollama or the simulator on this machine) runs, recorded as unknown.
+    """
+    terms = resolve_terms(teacher)
+    if terms.training_use == "allowed" or terms.acknowledgement:
+        return terms
+    if terms.training_use == "unknown" and is_local(teacher.base_url):
+        return terms
+    source = f" (source: {terms.terms_url}, read {terms.checked_on})" if terms.terms_url else ""
+    who = terms.provider or "this teacher"
+    raise TermsRefused(
+        f"teacher.terms: training_use for {who} is {terms.training_use!r}{source}"
+        + (f": {terms.conditions}" if terms.conditions else "")
+        + "\nharvester will not send a request until the job file records an acknowledgement, e.g.\n"
+          "  teacher:\n    terms: {acknowledgement: \"<who>, on what basis (e.g. an enterprise agreement)\"}\n"
+          "or sets teacher.terms.training_use after checking the terms yourself. This is information, "
+          "not legal advice.")
