@@ -198,15 +198,40 @@ def run_datasketch(n: int, seed: int) -> dict:
             **evaluate(corpus, removed)}
 
 
+def run_steps(n: int, seed: int) -> dict:
+    """Throughput of the other pure steps on the same corpus (filters, exact dedup, decontam
+    against 5,000 eval texts), chained as the pipeline does, generation excluded."""
+    from collections import Counter
+    from harvester.export.decontam import Decontaminator, apply_decontam
+    from harvester.export.dedup import ExactDedup, apply_exact_dedup
+    from harvester.export.filters import FilterConfig, apply_filters
+    from harvester.export.record import Record
+    corpus = Corpus(n, seed)
+    evals = Corpus(5000, seed + 1)
+    decon = Decontaminator({"eval": (evals.text(i) for i in range(5000))})
+    cfg, counter, t = FilterConfig(), Counter(), 0.0
+    for chunk in chunks(corpus, record=False):
+        recs = [Record(job_id=str(i), prompt_key="p", seq=i, sample_index=0, finish_reason="stop",
+                       messages=[{"role": "user", "content": f"Question {i}: tell me about {txt[:40]}"}],
+                       answer=txt) for i, txt in chunk]
+        t0 = time.perf_counter()
+        s1 = (r for r, why in apply_filters(recs, cfg, counter) if why is None)
+        s2 = (r for r, why in apply_exact_dedup(s1, ExactDedup(), counter) if why is None)
+        for _ in apply_decontam(s2, decon, counter):
+            pass
+        t += time.perf_counter() - t0
+    return {"impl": "steps", "n": n, "rows_s": n / t, "dropped": dict(counter)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--datasketch-rows", type=int, nargs="*", default=[100_000])
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--worker", choices=["ours", "datasketch"], help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=["ours", "datasketch", "steps"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        fn = run_ours if args.worker == "ours" else run_datasketch
+        fn = {"ours": run_ours, "datasketch": run_datasketch, "steps": run_steps}[args.worker]
         print(json.dumps(fn(args.rows[0], args.seed)))
         return
     from harvester.export.dedup import NearDupConfig, s_curve
@@ -218,6 +243,7 @@ def main() -> None:
           "S-curve at J=0.7 for its b=14 r=9: " + f"{s_curve(0.7, 14, 9):.4f}")
     results = []
     jobs = [("ours", n) for n in args.rows] + [("datasketch", n) for n in args.datasketch_rows]
+    jobs.append(("steps", min(args.rows)))
     for impl, n in jobs:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--worker", impl, "--rows", str(n), "--seed", str(args.seed)],
@@ -228,6 +254,8 @@ def main() -> None:
         print(f"  done {impl} n={n:,} in {res['wall_s']:.0f}s", flush=True)
     head = (f"{'impl':<10} {'rows':>9} {'recall>=.7':>10} {'false rm':>8} {'distr rm':>8} {'removed':>8} "
             f"{'rows/s':>8} {'index B/row':>11} {'RSS+ MB':>8} {'RSS+ B/row':>10}")
+    steps = [r for r in results if r["impl"] == "steps"]
+    results = [r for r in results if r["impl"] != "steps"]
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         print(f"{r['impl']:<10} {r['n']:>9,} {r['recall']:>10.4f} {r['false_removals']:>8} "
@@ -249,6 +277,9 @@ def main() -> None:
         a, b = sorted(ds)[0], sorted(ds)[-1]
         growth = (ds[b]["peak_minus_base_MB"] - ds[a]["peak_minus_base_MB"]) * 2**20 / (b - a)
         print(f"datasketch peak-RSS growth per row from {a:,} to {b:,} rows: {growth:.0f} B/row")
+    for r in steps:
+        print(f"filters -> exact dedup -> decontam (13-grams vs 5,000 eval texts), chained, n={r['n']:,}: "
+              f"{r['rows_s']:,.0f} rows/s; drops {r['dropped']}")
     for n in sorted(set(ours) & set(ds)):
         o, d = ours[n], ds[n]
         print(f"ratios at {n:,} rows (ours / datasketch): recall {o['recall'] / d['recall']:.3f}, "

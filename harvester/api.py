@@ -142,8 +142,9 @@ class Harvester:
             if restore:
                 restore()
             await teacher.aclose()
-            store.end_run(run_id, exit_reason=outcome.reason if outcome else "error",
-                          sent=crawler.sent, answered=crawler.answered)
+            store.end_run(run_id, exit_reason=outcome.reason if outcome else "error", sent=crawler.sent,
+                          answered=crawler.answered, rate_limited=crawler.rate_limited,
+                          limiter=crawler.limiter.snapshot())
             self._crawler = None
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
                          dict(outcome.errors), store.status(summary.plan_key))

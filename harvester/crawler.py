@@ -307,7 +307,9 @@ class Crawler:
         interval = max(1.0, self.job.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.store.renew_leases, self.owner, self.job.lease_seconds, self.run_id)
+            await asyncio.to_thread(self.store.renew_leases, self.owner, self.job.lease_seconds, self.run_id,
+                                    sent=self.sent, answered=self.answered, rate_limited=self.rate_limited,
+                                    limiter=self.limiter.snapshot())
 
     async def _tick(self, on_progress: Callable[[Progress], None], interval: float) -> None:
         while True:

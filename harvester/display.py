@@ -81,7 +81,11 @@ def status_table(status: dict[str, Any]) -> Table:
             table.add_row(f"{title}: {kind}", str(n))
     run = status.get("last_run")
     if run:
-        table.add_row("last run", f"#{run['id']} {run.get('exit_reason') or 'running'}; sent {run.get('sent', 0)}")
+        table.add_row("last run", f"#{run['id']} {run.get('exit_reason') or 'running'}; sent {run.get('sent', 0)}, "
+                                  f"429s {run.get('rate_limited', 0)}")
+        limits = _limits_text(run.get("limiter") or {})
+        if limits:
+            table.add_row("limits in force", limits)
     return table
 
 

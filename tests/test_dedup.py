@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from harvester.export.dedup import (ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup,
                                     apply_near_dup, batch_shingles, build_near_dup_index,
-                                    near_dup_removals, s_curve, shingle_set, word_hashes)
+                                    near_dup_removals, normalized, s_curve, shingle_set, word_hashes)
 from harvester.export.record import Record
 from harvester.hashing import normalize_text
 
@@ -119,6 +119,19 @@ def test_representative_is_lowest_seq_whatever_the_add_order() -> None:
         expected = expected or got
         assert got == expected
     assert expected is not None and 7 in expected          # lowest seq is the representative
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.text(alphabet=st.characters(max_codepoint=127))))
+def test_ascii_fast_path_equals_normalize_text(text: str) -> None:
+    assert normalized(text) == normalize_text(text)
+
+
+def test_empty_index() -> None:
+    index = NearDupIndex()
+    index.finalize()
+    assert index.n_pairs == 0 and index.clusters() == {}
+    assert near_dup_removals([]) == {}
 
 
 def test_resolve_requires_the_same_rows_in_seq_order() -> None:

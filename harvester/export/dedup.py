@@ -237,6 +237,8 @@ class NearDupIndex:
         self._seqs = seqs[order]
         if np.any(self._seqs[1:] == self._seqs[:-1]):
             raise ValueError("duplicate seq added to NearDupIndex")
+        if len(seqs) >= 2**31:                       # pairs pack two row indices in an int64
+            raise ValueError("NearDupIndex holds at most 2**31 - 1 rows")
         permute = bool(np.any(order != np.arange(len(order))))
         found: list[np.ndarray] = []
         for band in range(self.cfg.bands):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Iterator
 
-from harvester.export.dedup import normalized
+from harvester.export.dedup import normalized, normalized_words
 from harvester.export.record import Record
 
 # Whole-phrase refusal / model-boilerplate list; matched case-insensitively, anywhere in the
@@ -167,7 +167,7 @@ def approx_tokens(record: Record, cfg: FilterConfig) -> int:
     return -(-len(record.answer.encode("utf-8")) // 4)
 
 
-def repeated_share(words: list[str], n: int) -> float:
+def repeated_share(words: list[str] | list[bytes], n: int) -> float:
     """Share of word n-grams that repeat an earlier one: 0 = all distinct, ->1 = a loop."""
     total = len(words) - n + 1
     return 1.0 - len(set(zip(*(words[i:] for i in range(n))))) / total if total > 0 else 0.0
@@ -207,9 +207,8 @@ def filter_reason(record: Record, cfg: FilterConfig = FilterConfig()) -> str | N
         window = answer if cfg.refusal_window is None else answer[: cfg.refusal_window]
         if find_phrase(window, cfg.refusal_phrases + cfg.extra_refusal_phrases):
             return "refusal"
-    norm = normalized(answer)
     if cfg.repetition:
-        words = norm.split()
+        words = normalized_words(answer)
         if len(words) - cfg.rep_ngram + 1 >= cfg.rep_min_ngrams and \
                 repeated_share(words, cfg.rep_ngram) > cfg.max_rep_share:
             return "repetition_ngram"
@@ -218,6 +217,7 @@ def filter_reason(record: Record, cfg: FilterConfig = FilterConfig()) -> str | N
         if _max_line_run(answer) >= cfg.max_line_run:
             return "repetition_line"
     raw_prompt = record.last_user or record.prompt_text
+    norm = normalized(answer) if cfg.prompt_echo else ""
     if cfg.prompt_echo and 4 * len(raw_prompt) >= cfg.echo_min_share * len(norm):  # cheap pre-test
         prompt = normalized(raw_prompt)
         if prompt and (norm == prompt or (f" {prompt} " in f" {norm} "

@@ -256,13 +256,15 @@ class Store:
             conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
                          .values(status="pending", lease_owner=None, lease_expires=None))
 
-    def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None) -> None:
+    def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None,
+                     **run_fields: Any) -> None:
+        """The worker's heartbeat: extend its leases; note it (and `run_fields`) on its run."""
         now = time.time()
         with self.write() as conn:
             conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
                          .values(lease_expires=now + lease_seconds))
             if run_id is not None:
-                conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=now))
+                conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=now, **run_fields))
 
     # --- recording (called by the writer thread, in batches) -----------------------------
     def record(self, attempts: list[AttemptRow], answers: list[AnswerRow], failures: list[FailureRow],

@@ -31,6 +31,8 @@ class Run(SQLModel, table=True):
     terms: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     sent: int = 0                                # requests this run sent
     answered: int = 0
+    rate_limited: int = 0                        # 429s this run received
+    limiter: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # limits in force, sources
 
 
 class Job(SQLModel, table=True):
