@@ -30,6 +30,7 @@ if ROOT not in sys.path:
 THRESHOLD = 0.7
 SHINGLE = 5
 COPY_RATE = 0.15
+BUCKETS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)          # planted-pair Jaccard buckets (lower bounds)
 
 
 class Corpus:
@@ -124,7 +125,11 @@ def evaluate(corpus: Corpus, removed: dict[int, list[int]]) -> dict:
                 if not any(k not in removed and true_jaccard(corpus.words(r), corpus.words(k)) >= THRESHOLD
                            for k in ks))
     hi = lo = found = distractor_removed = 0
+    buckets = {k: [0, 0] for k in BUCKETS}               # J bucket -> [pairs, pairs caught]
     for i, b, j in zip(corpus.pairs_i, corpus.pairs_base, corpus.pairs_j):
+        k = max(x for x in BUCKETS if j >= x - 1e-12)
+        buckets[k][0] += 1
+        buckets[k][1] += i in removed or b in removed
         if j >= THRESHOLD:
             hi += 1
             found += i in removed or b in removed
@@ -132,7 +137,9 @@ def evaluate(corpus: Corpus, removed: dict[int, list[int]]) -> dict:
             lo += 1
             distractor_removed += i in removed
     return {"recall": found / max(hi, 1), "pairs_hi": hi, "pairs_lo": lo, "false_removals": false,
-            "distractors_removed": distractor_removed, "removed": len(removed)}
+            "distractors_removed": distractor_removed, "removed": len(removed),
+            "by_j": {(f"{k:.1f}-{BUCKETS[n + 1]:.1f}" if k < 1 else "1.0"): v
+                     for n, (k, v) in enumerate(buckets.items())}}
 
 
 def run_ours(n: int, seed: int) -> dict:
@@ -261,6 +268,10 @@ def main() -> None:
         print(f"{r['impl']:<10} {r['n']:>9,} {r['recall']:>10.4f} {r['false_removals']:>8} "
               f"{r['distractors_removed']:>8} {r['removed']:>8,} {r['rows_s']:>8,.0f} "
               f"{r.get('index_B_row', float('nan')):>11.0f} {r['peak_minus_base_MB']:>8.1f} {r['rss_growth_B_row']:>10.0f}")
+    print("\nshare of planted pairs with one side removed, by exact Jaccard [lo-hi) (pairs in bucket):")
+    for r in results:
+        print(f"  {r['impl']:<10} {r['n']:>9,}  " + "  ".join(
+            f"[{k}: {c / t:.3f} ({t:,})]" if t else f"[{k}: -]" for k, (t, c) in r["by_j"].items()))
     for r in results:
         if r["impl"] == "ours":
             print(f"ours n={r['n']:,}: pass1 {r['pass1_s']:.1f}s, finalize {r['finalize_s']:.1f}s, pass2 {r['pass2_s']:.1f}s; "

@@ -87,7 +87,7 @@ class PromptSet(_Model):
 
 class Retry(_Model):
     max_attempts: int = Field(6, ge=1, le=100, description="tries per job per run")
-    initial_wait: float = Field(1.0, ge=0)
+    initial_wait: float = Field(0.5, ge=0, description="backoff scale: a retry waits up to initial × 2^n")
     max_wait: float = Field(60.0, ge=0)
 
 

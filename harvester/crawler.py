@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+from tenacity.wait import wait_random_exponential
 
 from .config import Job
 from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
@@ -287,8 +287,10 @@ class Crawler:
                                    reply.completion_tokens if reply else None))
 
     def _wait(self, state: RetryCallState) -> float:
-        """Exponential backoff with jitter, never shorter than the server's retry-after."""
-        base = wait_exponential_jitter(initial=self.job.retry.initial_wait, max=self.job.retry.max_wait)(state)
+        """Exponential backoff with full jitter, never shorter than the server's retry-after. The
+        limiter already paces the whole run, so a retry need not wait long to be polite; full jitter
+        spreads retries out instead of bunching them."""
+        base = wait_random_exponential(multiplier=self.job.retry.initial_wait, max=self.job.retry.max_wait)(state)
         exc = state.outcome.exception() if state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         return max(base, retry_after) if retry_after else base

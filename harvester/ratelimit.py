@@ -106,6 +106,8 @@ class RateLimiter:
 
     # ------------------------------------------------------------------ admission
     def try_acquire(self, input_tokens: int, output_tokens: int) -> Permit | float:
+        """A Permit (now counted in flight) if every dimension allows the request now; else the
+        seconds (> 0) to wait before asking again (CONCURRENCY_HINT if only the cap blocks)."""
         now = self._clock()
         if now < self._paused_until:
             return self._paused_until - now
@@ -135,6 +137,9 @@ class RateLimiter:
                  prompt_tokens: int | None = None, completion_tokens: int | None = None,
                  latency: float | None = None, retry_after: float | None = None,
                  outcome: str = "ok") -> None:
+        """Once per Permit (repeats are ignored). `outcome`: one of OUTCOMES. Releases the slot,
+        reconciles tokens (unknown usage keeps the reservation; "cancelled" refunds it all),
+        syncs from headers, pauses on 429, and feeds the adaptive controller."""
         if permit.done:      # exactly once; a second call must not free a slot twice
             return
         permit.done = True

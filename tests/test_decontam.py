@@ -62,7 +62,8 @@ def test_apply_decontam_yields_reasons_and_hits_per_set(decon: Decontaminator) -
     rows = [rec(0, "Hi", GSM), rec(1, "Hi", "Hello there, how can I help you today?"),
             rec(2, MMLU, "B"), rec(3, GSM + " " + MMLU, "ok"), rec(4, "Hi", GSM)]
     counter: Counter[str] = Counter()
-    out = list(apply_decontam(rows, decon, counter))
+    out = list(apply_decontam(rows, decon, counter, batch=2))        # 3 lookups, order kept
+    assert [r for r, _ in out] == rows
     assert [why for _, why in out] == ["contaminated:gsm8k", None, "contaminated:mmlu",
                                        "contaminated:gsm8k+mmlu", "contaminated:gsm8k"]
     assert decon.hits == {"gsm8k": 3, "mmlu": 2}
@@ -84,3 +85,10 @@ def test_load_eval_texts_jsonl_json_parquet(tmp_path: Path) -> None:
         list(load_eval_texts(tmp_path / "e.csv"))
     d = Decontaminator({"file": load_eval_texts(jl)}, min_words=2)
     assert d.hits_of("q one a b") == ["file"]
+
+
+def test_hit_deep_inside_a_long_text(decon: Decontaminator) -> None:
+    filler = " ".join(f"filler{i % 97}" for i in range(6000))      # grows the power tables
+    words = GSM.split()
+    assert decon.hits_of(filler + " " + " ".join(words[-13:]) + " " + filler) == ["gsm8k"]
+    assert decon.hits_of(filler) == []

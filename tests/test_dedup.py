@@ -200,6 +200,11 @@ def test_record_steps_two_passes_and_counts() -> None:
     out = list(apply_near_dup(rows, index, counter))
     assert [(r.seq, why) for r, why in out] == [(0, None), (1, "near_duplicate"), (2, None)]
     assert counter == {"near_duplicate": 1} and index.clusters() == {0: [1]}
+    # pass 2 straight from the store: rows dropped upstream (never added) are skipped
+    index = build_near_dup_index(r for r in rows if r.seq != 2)
+    assert 2 not in index and 1 in index
+    out = list(apply_near_dup(rows, index, Counter(), skip_unknown=True))
+    assert [(r.seq, why) for r, why in out] == [(0, None), (1, "near_duplicate")]
     # prompt + answer: same answers to different prompts are no longer near-dups
     rows[1].messages = [{"role": "user", "content": "a completely different question asked here"}]
     index = build_near_dup_index(rows, NearDupConfig(fields="prompt+answer"))

@@ -1,9 +1,10 @@
 """Decontamination: drop rows sharing a word n-gram (default 13) with any eval set.
 
-Words are `normalize_text` words (case, punctuation folded). A row's n-grams are taken over
-prompt + " " + answer, so an eval passage split across the prompt/answer boundary is caught.
-Each eval set is one sorted, unique uint64 array of n-gram hashes (8 B per n-gram, looked up
-with searchsorted) rather than a Python set (~70 B per int).
+Words are `normalize_text` words (case, punctuation folded). A row's n-grams run over its
+prompt's words followed by its answer's, so an eval passage split across the prompt/answer
+boundary is caught. Each eval set is a sorted unique uint64 array of n-gram hashes (8 B per
+n-gram; a Python set would take ~70 B), fronted by a 2 B/n-gram bit filter, and rows are
+looked up in batches so numpy's per-call overhead is paid once per batch, not per row.
 """
 
 from __future__ import annotations
@@ -15,8 +16,55 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from harvester.export.dedup import ngram_hashes, word_hashes
+from harvester.export.dedup import word_hashes
 from harvester.export.record import Record
+
+_U64 = np.uint64
+_B = 0x9E3779B97F4A7C15                               # odd: invertible modulo 2**64
+_rng = np.random.default_rng(0xDEC0)
+_TAG = _rng.integers(1, 2**64, size=4096, dtype=_U64)  # per n-gram length
+_POW = np.ones(1, _U64)
+_IPOW = np.ones(1, _U64)
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """B**t and B**-t (mod 2**64) for t < n, grown by doubling."""
+    global _POW, _IPOW
+    if len(_POW) < n:
+        m = max(n, 2 * len(_POW))
+        one = np.ones(1, _U64)                       # (a Python 1 would promote to float64)
+        _POW = np.concatenate((one, np.cumprod(np.full(m - 1, _B, _U64))))
+        _IPOW = np.concatenate((one, np.cumprod(np.full(m - 1, pow(_B, -1, 2**64), _U64))))
+    return _POW[:n], _IPOW[:n]
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    x ^= x >> _U64(31)
+    x *= _U64(0xBF58476D1CE4E9B9)
+    x ^= x >> _U64(29)
+    return x
+
+
+def ngram_hashes_batch(whs: list[np.ndarray], lengths: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of all word n-grams, for every n in `lengths`, of every text (word-hash arrays),
+    none spanning two texts; and the index of the text each came from. Vectorized over the
+    whole batch: a polynomial prefix sum g gives the n-gram at i as (g[i+n] - g[i]) * B**-i."""
+    lens = np.fromiter(map(len, whs), dtype=np.int64, count=len(whs))
+    w = np.concatenate(whs) if whs else np.empty(0, _U64)
+    pw, ipw = _powers(len(w) + 1)
+    g = np.zeros(len(w) + 1, _U64)
+    np.cumsum(w * pw[: len(w)], out=g[1:])
+    owner = np.repeat(np.arange(len(whs)), lens)
+    end = np.cumsum(lens)[owner]                        # end of each word's own text
+    pos = np.arange(len(w))
+    hashes, owners = [], []
+    for n in lengths:
+        i = pos[pos + n <= end]
+        hashes.append((g[i + n] - g[i]) * ipw[i] + _TAG[n])
+        owners.append(owner[i])
+    if not hashes:
+        return np.empty(0, _U64), np.empty(0, np.int64)
+    return _mix(np.concatenate(hashes)), np.concatenate(owners)
 
 
 class Decontaminator:
@@ -31,51 +79,79 @@ class Decontaminator:
         self.n = n
         self.hits: Counter[str] = Counter()             # eval set -> rows dropped that hit it
         self.sizes: dict[str, int] = {}                 # eval set -> distinct n-grams
-        self._sets: dict[str, dict[int, np.ndarray]] = {}   # name -> length -> sorted hashes
+        self._sets: dict[str, np.ndarray] = {}          # name -> sorted unique hashes (all lengths)
+        lengths: set[int] = set()
         for name, texts in eval_sets.items():
-            by_len: dict[int, list[np.ndarray]] = {}
+            by_size: dict[int, list[np.ndarray]] = {}
             for text in texts:
                 wh = word_hashes(text)
-                size = n if len(wh) >= n else len(wh)
-                if size >= min(min_words, n):
-                    by_len.setdefault(size, []).append(ngram_hashes(wh, size))
-            self._sets[name] = {k: np.unique(np.concatenate(v)) for k, v in by_len.items()}
-            self.sizes[name] = sum(len(a) for a in self._sets[name].values())
-        self._lengths = sorted({k for s in self._sets.values() for k in s})
+                if len(wh) >= min(min_words, n):
+                    by_size.setdefault(min(n, len(wh)), []).append(wh)
+            lengths |= by_size.keys()
+            parts = [ngram_hashes_batch(v, [k])[0] for k, v in by_size.items()]
+            self._sets[name] = np.unique(np.concatenate(parts)) if parts else np.empty(0, _U64)
+            self.sizes[name] = len(self._sets[name])
+        self._lengths = sorted(lengths)
+        # One-bit-per-slot filter over all sets (>= 16 slots per n-gram: ~6% false positives,
+        # 2 B per n-gram): binary searches in a table bigger than the cache cost ~1 us per
+        # query n-gram, so only the few n-grams whose bit is set go on to searchsorted.
+        total = sum(self.sizes.values())
+        bits = max(10, int(np.ceil(np.log2(16 * max(total, 1)))))
+        self._shift = _U64(64 - bits)
+        self._bitmap = np.zeros(1 << (bits - 3), np.uint8)
+        for table in self._sets.values():
+            pos = table >> self._shift
+            np.bitwise_or.at(self._bitmap, pos >> _U64(3), (1 << (pos & _U64(7))).astype(np.uint8))
 
     def hits_of(self, text: str) -> list[str]:
         """Names of the eval sets sharing at least one n-gram with `text` (sorted)."""
-        return self._hits(word_hashes(text))
+        return self.batch_hits([word_hashes(text)])[0]
 
     def record_hits(self, record: Record) -> list[str]:
         """Eval sets hit by the row's prompt + answer, n-grams crossing the boundary included."""
-        # hash the parts separately (the answer's normalization is cached across steps)
-        return self._hits(np.concatenate([word_hashes(record.prompt_text), word_hashes(record.answer)]))
+        return self.batch_hits([record_words(record)])[0]
 
-    def _hits(self, wh: np.ndarray) -> list[str]:
-        grams = {k: ngram_hashes(wh, k) for k in self._lengths if k <= len(wh)}
-        out = []
-        for name, by_len in self._sets.items():
-            for k, table in by_len.items():
-                q = grams.get(k)
-                if q is not None and len(q) and _any_in(q, table):
-                    out.append(name)
-                    break
-        return sorted(out)
-
-
-def _any_in(q: np.ndarray, table: np.ndarray) -> bool:
-    idx = np.searchsorted(table, q)
-    idx[idx == len(table)] = 0
-    return bool(np.any(table[idx] == q))
+    def batch_hits(self, whs: list[np.ndarray]) -> list[list[str]]:
+        """`hits_of` for many texts' word hashes at once (amortizes numpy call overhead)."""
+        grams, owner = ngram_hashes_batch(whs, self._lengths)
+        pos = grams >> self._shift
+        keep = (self._bitmap[pos >> _U64(3)] >> (pos & _U64(7)).astype(np.uint8)) & 1 == 1
+        grams, owner = grams[keep], owner[keep]
+        out: list[list[str]] = [[] for _ in whs]
+        for name in sorted(self._sets):
+            table = self._sets[name]
+            if len(grams) and len(table):
+                idx = np.minimum(np.searchsorted(table, grams), len(table) - 1)
+                for k in np.unique(owner[table[idx] == grams]):
+                    out[k].append(name)
+        return out
 
 
-def apply_decontam(records: Iterable[Record], decon: Decontaminator,
-                   counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
-    """Yield (record, None) or (record, "contaminated:<set>[+<set>...]"); `decon.hits` counts
-    drops per eval set (a row hitting two sets counts for both), `counter` per reason string."""
+def record_words(record: Record) -> np.ndarray:
+    """Word hashes of prompt + answer (hashed apart: the answer's are cached across steps)."""
+    return np.concatenate([word_hashes(record.prompt_text), word_hashes(record.answer)])
+
+
+def apply_decontam(records: Iterable[Record], decon: Decontaminator, counter: Counter[str],
+                   batch: int = 256) -> Iterator[tuple[Record, str | None]]:
+    """Yield (record, None) or (record, "contaminated:<set>[+<set>...]") in input order;
+    `decon.hits` counts drops per eval set (a row hitting two sets counts for both), `counter`
+    per reason string. Looks up `batch` rows at a time; hashes each row as it arrives."""
+    buf: list[Record] = []
+    whs: list[np.ndarray] = []
     for rec in records:
-        names = decon.record_hits(rec)
+        buf.append(rec)
+        whs.append(record_words(rec))
+        if len(buf) >= batch:
+            yield from _decide(buf, decon.batch_hits(whs), decon, counter)
+            buf, whs = [], []
+    if buf:
+        yield from _decide(buf, decon.batch_hits(whs), decon, counter)
+
+
+def _decide(buf: list[Record], hits: list[list[str]], decon: Decontaminator,
+            counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
+    for rec, names in zip(buf, hits):
         if not names:
             yield rec, None
             continue

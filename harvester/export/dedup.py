@@ -70,10 +70,13 @@ def normalized(text: str) -> str:
     return b" ".join(normalized_words(text)).decode("utf-8")
 
 
+@lru_cache(maxsize=1024)  # decontam and near-dup pass 1 hash the same answer (read-only result)
 def word_hashes(text: str) -> np.ndarray:
     """xxh3-64 of every normalized (case/punctuation-folded) word, in order."""
     words = normalized_words(text)
-    return np.fromiter(map(xxhash.xxh3_64_intdigest, words), dtype=_U64, count=len(words))
+    out = np.fromiter(map(xxhash.xxh3_64_intdigest, words), dtype=_U64, count=len(words))
+    out.flags.writeable = False
+    return out
 
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
@@ -305,6 +308,13 @@ class NearDupIndex:
         self.kept_by.append(kept)
         return kept
 
+    def __contains__(self, seq: int) -> bool:
+        """Was `seq` added? (after finalize; lets pass 2 skip rows dropped upstream)."""
+        self.finalize()
+        assert self._seqs is not None
+        k = int(np.searchsorted(self._seqs, seq))
+        return k < len(self._seqs) and int(self._seqs[k]) == seq
+
     def clusters(self) -> dict[int, list[int]]:
         """Kept representative seq -> removed seqs (for the dataset card)."""
         out: dict[int, list[int]] = defaultdict(list)
@@ -348,10 +358,14 @@ def build_near_dup_index(records: Iterable[Record], cfg: NearDupConfig = NearDup
     return index
 
 
-def apply_near_dup(records: Iterable[Record], index: NearDupIndex,
-                   counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
-    """Pass 2 over the same rows in ascending seq: (record, "near_duplicate") or (record, None)."""
+def apply_near_dup(records: Iterable[Record], index: NearDupIndex, counter: Counter[str],
+                   skip_unknown: bool = False) -> Iterator[tuple[Record, str | None]]:
+    """Pass 2 over the same rows in ascending seq: (record, "near_duplicate") or (record, None).
+    skip_unknown: silently pass over rows never added (already rejected upstream in pass 1),
+    so pass 2 can iterate the store directly instead of re-running the earlier steps."""
     for rec in records:
+        if skip_unknown and rec.seq not in index:
+            continue
         if index.resolve(rec.seq, record_text(rec, index.cfg.fields)) is None:
             yield rec, None
         else:

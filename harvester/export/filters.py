@@ -134,7 +134,9 @@ def find_phrase(text: str, phrases: tuple[str, ...] = DEFAULT_REFUSAL_PHRASES) -
     return m[0] if m else None
 
 
-_LEADING_ITEM = re.compile(r"\A\s*(?:[2-9]|[1-9]\d)[.)]\s+\S")      # "2. foo" at the start
+# "2. foo" at the start (a list whose item 1 was lost); single digits only, so "42. It is..."
+# or "1998. The year..." answers are spared
+_LEADING_ITEM = re.compile(r"\A\s*[2-9][.)]\s+\S")
 _DANGLING_ITEM = re.compile(r"\n[ \t]*(\d{1,2})[.)][ \t]*\Z")          # "...\n3." at the end
 
 
@@ -162,6 +164,7 @@ def _dangling_item(answer: str) -> bool:
 
 
 def approx_tokens(record: Record, cfg: FilterConfig) -> int:
+    """The reported completion_tokens if any (and allowed), else ceil(UTF-8 bytes / 4)."""
     if cfg.use_reported_tokens and record.completion_tokens is not None:
         return record.completion_tokens
     return -(-len(record.answer.encode("utf-8")) // 4)
