@@ -179,7 +179,7 @@ def run_ours(n: int, seed: int) -> dict:
 
 def run_datasketch(n: int, seed: int) -> dict:
     from datasketch import MinHash, MinHashLSH
-    from harvester.hashing import normalize_text
+    from harvester.export.dedup import normalized_words     # same (fast) normalization as ours
     corpus = Corpus(n, seed)
     base = rss_now()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=128)     # default num_perm and weights
@@ -188,14 +188,14 @@ def run_datasketch(n: int, seed: int) -> dict:
     for chunk in chunks(corpus, record=True):
         t0 = time.perf_counter()
         for seq, text in chunk:
-            w = normalize_text(text).split()
-            sh = [" ".join(w[k:k + SHINGLE]).encode() for k in range(len(w) - SHINGLE + 1)] \
-                if len(w) >= SHINGLE else [" ".join(w).encode()]
+            w = normalized_words(text)
+            sh = [b" ".join(w[k:k + SHINGLE]) for k in range(len(w) - SHINGLE + 1)] \
+                if len(w) >= SHINGLE else [b" ".join(w)]
             m = MinHash(num_perm=128)
             m.update_batch(sh)
             hits = lsh.query(m)
             if hits:
-                removed[seq] = sorted(hits)[:8]    # unverified: any LSH candidate = duplicate
+                removed[seq] = sorted(hits)        # unverified: any LSH candidate = duplicate
             else:
                 lsh.insert(seq, m, check_duplication=False)
         t_all += time.perf_counter() - t0

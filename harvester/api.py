@@ -32,6 +32,7 @@ from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
 from .tokens import TokenEstimator
+from .workers import dead_after, origin, process_gone
 
 if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
     import datasets
@@ -119,7 +120,7 @@ class Harvester:
         store.reset_retryable_failures(summary.plan_key)
         before = store.status(summary.plan_key)
         owner = worker_id()
-        run_id = store.start_run(job_name=self.job.name, owner=owner, version=__version__,
+        run_id = store.start_run(job_name=self.job.name, owner=owner, origin=origin(), version=__version__,
                                  config_hash=self.config_hash(), plan_key=summary.plan_key,
                                  terms=terms.model_dump(mode="json"))
         try:
@@ -231,18 +232,41 @@ class Harvester:
 
     # --- status and export --------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        return {"job": self.job.name, "store": self.store.describe(), **self.store.status()}
+        s = self.store.status(dead_after=dead_after(self.job.lease_seconds))
+        s["workers"] = [w for w in s["workers"] if not process_gone(w)]  # killed on this machine
+        return {"job": self.job.name, "store": self.store.describe(), **s}
 
     def export(self, out: str | Path | None = None, format: str | None = None) -> "datasets.Dataset":
-        """Write the dataset folder and return its train split."""
+        """Write the dataset folder (see the README's export layout) and return its train split."""
+        import datasets
+
+        from .export.card import render_card
         from .export.pipeline import run_export
+
         cfg = self.job.export
         target = Path(out) if out is not None else cfg.out
         assert target is not None
-        report, dd = run_export(self.store.iter_records(samples=cfg.samples), target,
-                                fmt=format or cfg.format, test_size=cfg.test_size, dedup=cfg.dedup)
-        self.last_export = report
-        return dd["train"]
+        store = self.store
+        plan_key = store.get_meta("plan_key") or ""
+
+        def card(report: "ExportReport") -> str:
+            provenance = store.provenance(plan_key)
+            return render_card(name=self.job.name, teacher=self.job.teacher.model_dump(mode="json"),
+                               report=report.as_dict(), provenance=provenance, cost=self._cost(provenance),
+                               version=__version__)
+
+        self.last_export = run_export(lambda: store.iter_records(plan_key, samples=cfg.samples), target, cfg,
+                                      fmt=format, name=self.job.name, card=card)
+        return datasets.load_from_disk(str(target / "hf"))["train"]
+
+    def _cost(self, provenance: dict[str, Any]) -> dict[str, Any] | None:
+        prices = prices_for(self.job)
+        if prices is None:
+            return None
+        usd = (provenance["prompt_tokens"] * prices.input_per_mtok
+               + provenance["completion_tokens"] * prices.output_per_mtok) / 1e6
+        ledger_usd = ledger.totals(self.store, ["total"])["total"]["usd"]
+        return {**prices.model_dump(), "usd": usd, "ledger_usd": ledger_usd}
 
 
 __all__ = ["Harvester", "RunResult", "PlanSummary", "EXIT_CODES", "HarvesterError"]

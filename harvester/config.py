@@ -59,9 +59,9 @@ class Teacher(_Model):
         reserved = {"messages", "model", "stream"} & v.keys()
         if reserved:
             raise ValueError(f"{sorted(reserved)} are set by harvester, not in params")
-        n = v.get("n", 1)
-        if not isinstance(n, int) or n < 1:
-            raise ValueError("n must be a positive integer")
+        if v.get("n", 1) != 1:
+            raise ValueError("n must be 1: ask for more answers per prompt with prompts[].samples, "
+                             "so that each answer is a job of its own, paid for and kept on its own")
         return v
 
     def api_key(self) -> str:
@@ -126,12 +126,59 @@ class Quota(_Model):
         return {k: v for k, v in self.model_dump(exclude={"prices"}).items() if v is not None}
 
 
+class Filters(_Model):
+    """Quality filters (harvester.export.filters); each one can be switched off or tuned."""
+
+    enabled: bool = Field(True, description="false: keep every answered row")
+    truncated: bool = Field(True, description='drop answers cut by max_tokens (finish_reason "length")')
+    empty: bool = True
+    min_tokens: int | None = Field(1, ge=0, description="drop answers shorter than this (None: off)")
+    max_tokens: int | None = Field(16384, ge=1, description="drop answers longer than this (None: off)")
+    refusal: bool = Field(True, description="drop refusals and model boilerplate (whole-phrase matches)")
+    refusal_phrases: list[str] | None = Field(None, description="replaces the built-in phrase list")
+    extra_refusal_phrases: list[str] = Field(default_factory=list, description="extends it")
+    placeholder: bool = Field(True, description='drop placeholder answers such as "<noinput>"')
+    list_numbering: bool = Field(True, description="drop answers with leaked list numbering")
+    repetition: bool = Field(True, description="drop degenerate repetition")
+    max_repeated_share: float = Field(0.5, gt=0, le=1, description="share of repeated word 3-grams")
+    prompt_echo: bool = Field(True, description="drop answers that mostly echo the prompt")
+
+
+class Dedup(_Model):
+    exact: bool = Field(True, description="drop rows equal after folding case, spacing and punctuation")
+    near: bool = Field(True, description="drop near-duplicates (MinHash LSH, every pair verified)")
+    threshold: float = Field(0.7, gt=0, le=1, description="word 5-gram Jaccard at which rows are near-duplicates")
+    on: Literal["answer", "prompt+answer"] = Field("answer", description="what near-dup compares")
+
+
+class Decontaminate(_Model):
+    evals: dict[str, Path] = Field(default_factory=dict, description="eval set name → JSONL or Parquet file")
+    ngram: int = Field(13, ge=3, le=100, description="tokens in a shared n-gram that marks a row contaminated")
+
+    @field_validator("evals", mode="before")
+    @classmethod
+    def _list_to_names(cls, v: Any) -> Any:
+        if isinstance(v, list):  # a plain list of files: each named by its file name
+            return {Path(str(p)).stem: p for p in v}
+        return v
+
+
 class Export(_Model):
     out: Path | None = Field(None, description="folder; default data/<name>")
     format: Literal["openai", "alpaca", "sharegpt", "trl"] = "openai"
     samples: Literal["all", "first"] = Field("all", description="all samples, or one per prompt")
     test_size: float = Field(0.0, ge=0, lt=1, description="share of rows in the test split")
-    dedup: bool = True
+    shard_rows: int = Field(100_000, ge=1, description="rows per Parquet shard")
+    filters: Filters = Field(default_factory=Filters)
+    dedup: Dedup = Field(default_factory=Dedup)
+    decontaminate: Decontaminate = Field(default_factory=Decontaminate)
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_switch(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # `dedup: false` turns both kinds off
+            return {"exact": v, "near": v}
+        return v
 
 
 class Job(_Model):
@@ -159,6 +206,9 @@ class Job(_Model):
             ps.path = (base / ps.path).resolve()
         assert self.export.out is not None and self.store is not None
         self.export.out = (base / self.export.out).resolve()
+        evals = self.export.decontaminate.evals
+        for name, path in evals.items():
+            evals[name] = (base / path).resolve()
         self.store = resolve_sqlite_url(self.store, base)
         return self
 

@@ -5,11 +5,12 @@ teacher, retry what is transient, record every attempt and answer through the wr
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
+from .workers import WINDOW, Peers, dead_after, heartbeat_interval
 
 
 class QuotaGate(Protocol):
@@ -109,6 +111,10 @@ class Crawler:
         self._wake = asyncio.Event()
         self._gate = asyncio.Lock()          # FIFO: one waiter polls the limiter at a time
         self._sending: set[asyncio.Task[Any]] = set()
+        self.peers = Peers(run_id)         # the other workers sharing the store (harvester.workers)
+        self._beat_every = heartbeat_interval(job.lease_seconds)
+        self._beats = 0
+        self._answered_at: deque[tuple[float, int]] = deque()
 
     # --- public -------------------------------------------------------------------------
     def stop(self, reason: str = "interrupted", message: str = "") -> None:
@@ -130,12 +136,14 @@ class Crawler:
     async def run(self, on_progress: Callable[[Progress], None] | None = None,
                   progress_interval: float = 0.5) -> RunOutcome:
         tasks: set[asyncio.Task[Any]] = set()
-        prefetch = max(16, 2 * self.job.teacher.limits.max_concurrency)
-        heartbeat = asyncio.create_task(self._heartbeat())
+        heartbeat: asyncio.Task[Any] | None = None
         ticker = asyncio.create_task(self._tick(on_progress, progress_interval)) if on_progress else None
         try:
+            await self._join()
+            heartbeat = asyncio.create_task(self._heartbeat())
             while not self._stopping:
-                if len(tasks) < prefetch:
+                prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
+                if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
                     batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
                                                     prefetch - len(tasks), self.job.lease_seconds)
                     for claimed in batch:
@@ -143,7 +151,12 @@ class Crawler:
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     if not batch and not tasks:
-                        break
+                        # Nothing to claim; stay while other workers hold jobs that may come back.
+                        held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner)
+                        if not self.peers.may_hand_back(held):
+                            break
+                        await self._pause(1.0)
+                        continue
                 if tasks:
                     # Wait for room, but not forever: leases of others may expire meanwhile.
                     await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -153,7 +166,8 @@ class Crawler:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            heartbeat.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
             if ticker is not None:
                 ticker.cancel()
             self.writer.close()
@@ -305,13 +319,55 @@ class Crawler:
         self.stop("fatal")
 
     # --- background ---------------------------------------------------------------------
+    async def _join(self) -> None:
+        """Register among the workers sharing the store and take a share of the limits; send nothing
+        until every other live worker has counted us (or died), so that no limit is overshot."""
+        await self._beat()
+        deadline = time.monotonic() + dead_after(self.job.lease_seconds)
+        while self.peers.not_yet_counting_us() and not self._stopping and time.monotonic() < deadline:
+            await self._pause(min(0.25, self._beat_every))
+            await self._beat()
+        if self.peers.live:  # their last second at a larger share still counts at the provider
+            await self._pause(WINDOW)
+
     async def _heartbeat(self) -> None:
-        interval = max(1.0, self.job.lease_seconds / 3)
         while True:
-            await asyncio.sleep(interval)
-            await asyncio.to_thread(self.store.renew_leases, self.owner, self.job.lease_seconds, self.run_id,
-                                    sent=self.sent, answered=self.answered, rate_limited=self.rate_limited,
-                                    limiter=self.limiter.snapshot())
+            await asyncio.sleep(self._beat_every)
+            try:
+                await self._beat()
+            except Exception:  # noqa: BLE001 - the store is unreachable: keep our share, try again
+                pass
+
+    async def _beat(self) -> None:
+        """Note we are alive (and our figures) on our run; renew our leases every lease/3; re-divide."""
+        renew_every = max(1, math.floor(self.job.lease_seconds / 3 / self._beat_every))
+        renew = (self.owner, self.job.lease_seconds, self.plan_key) if self._beats % renew_every == 0 else None
+        self._beats += 1
+        now, workers = await asyncio.to_thread(
+            self.store.heartbeat, self.run_id, dead_after=dead_after(self.job.lease_seconds), renew=renew,
+            sent=self.sent, answered=self.answered, rate_limited=self.rate_limited,
+            limiter=self.limiter.snapshot(), share=self.limiter.share, throughput=self._throughput())
+        self.limiter.set_share(self.peers.update(now, workers))
+
+    def _throughput(self) -> float:
+        """Answers per minute over the last ~30 s."""
+        t = time.monotonic()
+        samples = self._answered_at
+        samples.append((t, self.answered))
+        while len(samples) > 2 and samples[1][0] <= t - 30.0:
+            samples.popleft()
+        t0, n0 = samples[0]
+        return (self.answered - n0) / (t - t0) * 60.0 if t > t0 else 0.0
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up at once when the run is asked to stop."""
+        if self._stopping:
+            return
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
     async def _tick(self, on_progress: Callable[[Progress], None], interval: float) -> None:
         while True:

@@ -86,6 +86,16 @@ def status_table(status: dict[str, Any]) -> Table:
         limits = _limits_text(run.get("limiter") or {})
         if limits:
             table.add_row("limits in force", limits)
+    workers = status.get("workers")
+    if workers is not None:
+        table.add_row("live workers", str(len(workers)))
+    for w in workers or []:
+        host, _, pid = (w.get("owner") or "").rpartition(":")[0].rpartition(":")
+        share = f"share {w['share']:.0%}" if w.get("share") is not None else "share -"
+        table.add_row(f"  worker #{w['id']} {host} pid {pid}",
+                      f"{share} · {w.get('throughput') or 0:,.0f} answers/min · sent {w.get('sent', 0)}, "
+                      f"answered {w.get('answered', 0)}, 429s {w.get('rate_limited', 0)} · "
+                      f"heard from {w.get('heartbeat_age', 0):.1f}s ago")
     return table
 
 
@@ -99,8 +109,13 @@ def export_table(report: Any) -> Table:
         table.add_row(step, str(kept), str(dropped))
     for reason, n in sorted(report.dropped.items()):
         table.add_row(f"  dropped: {reason}", "", str(n))
+    if report.near_dup_clusters:
+        table.add_row("  near-duplicate clusters", str(report.near_dup_clusters), "")
+    for name, n in sorted(report.decontamination.items()):
+        table.add_row(f"  eval set hit: {name}", "", str(n))
     for split, n in sorted(report.rows.items()):
         table.add_row(f"written: {split}", str(n), "")
+    table.caption = "rejected rows and their reasons: rejected.jsonl; provenance: README.md"
     return table
 
 

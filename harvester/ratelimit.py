@@ -102,6 +102,7 @@ class RateLimiter:
         self._x_n, self._x_t0 = 0, now
         self._last_busy = -math.inf         # last time the rate (not the cap) held a request back
         self._probing, self._probe = probe > 0, probe
+        self._share = 1.0                   # this worker's share of every limit (see set_share)
         self._apply(now)
 
     # ------------------------------------------------------------------ admission
@@ -248,14 +249,14 @@ class RateLimiter:
             self._f = self._f0 = max(0.05, self._f * (BETA_HARD if hard else BETA_SOFT))
             self._f_t0, self._recovering = max(now, self._paused_until), True
             for _, d in self._active:
-                d.set_rate(self._f, self._pace, now)
+                d.set_rate(self._f * self._share, self._pace, now)
 
     def _recover(self, now: float) -> None:
         f = min(1.0, self._f0 * math.exp(RECOVER_PER_S * max(0.0, now - self._f_t0)))
         if f >= 1.0 or f - self._f >= 0.005:
             self._f, self._recovering = f, f < 1.0
             for _, d in self._active:
-                d.set_rate(f, self._pace, now)
+                d.set_rate(f * self._share, self._pace, now)
 
     def _on_success(self, permit: Permit, latency: float | None, now: float) -> None:
         self._strikes = 0
@@ -290,13 +291,13 @@ class RateLimiter:
             g = FAR_GAIN
         else:
             g = PAST_GAIN
-        self._rps += g
+        self._rps += g / self._share   # _rps is the whole pool's rate: grow it as one worker alone would
         self._set_learned(now)
 
     def _set_learned(self, now: float) -> None:
         if self._req.source == "learned":
             self._req.limit = self._req.learned = self._rps * 60.0
-            self._req.set_rate(1.0, self._pace, now)
+            self._req.set_rate(self._share, self._pace, now)
             self._update_cap()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -308,14 +309,14 @@ class RateLimiter:
         active = []
         for i, d in enumerate(self._dims):
             if d.resolve():
-                d.set_rate(1.0 if d.source == "learned" else self._f, self._pace, now)
+                d.set_rate((1.0 if d.source == "learned" else self._f) * self._share, self._pace, now)
                 active.append((i, d))
         self._active = tuple(active)
         self._update_cap()
 
     def _update_cap(self) -> None:
         if self._max_conc is not None:
-            cap, src = self._max_conc, "config"
+            cap, src = max(1, math.floor(self._max_conc * self._share + 1e-9)), "config"
         elif self._req.source == "learned":
             # k x throughput x unloaded latency (as BBR): room to grow k-fold per round trip,
             # yet the cap does not grow with queueing delay, so a batch-bound server (vLLM,
@@ -330,6 +331,34 @@ class RateLimiter:
         self._cap: int | None = cap
         self._cap_source: str | None = src
 
+    # ------------------------------------------------------------------ sharing
+    def set_share(self, fraction: float) -> None:
+        """Take `fraction` (0 < f <= 1) of every limit: workers sharing one teacher (and one key)
+        each take 1/N, so that together they stay within the provider's limits.
+
+        Scaled: configured, header-derived and learned request/token rates, and the configured
+        concurrency cap (floored, at least 1). Limits stay global figures (a `limit` header is the
+        provider's, for the whole key); what this worker may use is `share x limit`. Not scaled:
+        `remaining` headers (they already count every worker's usage, so they cap this worker's
+        bucket as they are), pauses after a 429 (the server's word, for everyone), and a learned
+        concurrency cap (derived from this worker's own throughput, which the share already scales).
+        """
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"share must be in (0, 1], not {fraction!r}")
+        if fraction == self._share:
+            return
+        now = self._clock()
+        if self._recovering:
+            self._recover(now)
+        self._share = fraction
+        for _, d in self._active:
+            d.set_rate((1.0 if d.source == "learned" else self._f) * fraction, self._pace, now)
+        self._update_cap()
+
+    @property
+    def share(self) -> float:
+        return self._share
+
     def snapshot(self) -> dict:
         """What a status display needs: limits in force and their source, pace, in flight, 429s."""
         now = self._clock()
@@ -343,6 +372,7 @@ class RateLimiter:
             "limits": limits,
             "effective_rpm": self._req.rate * 60.0 if self._req.limit is not None else None,
             "throttle": self._f,
+            "share": self._share,
             "in_flight": self._inflight,
             "concurrency_cap": self._cap,
             "concurrency_source": self._cap_source,

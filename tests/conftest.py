@@ -55,7 +55,7 @@ def make_job(tmp_path: Path) -> Callable[..., Path]:
         job: dict[str, Any] = {
             "name": "t",
             "teacher": {"base_url": sim.url, "model": "sim-teacher", "api_key_env": None,
-                        "params": {"max_tokens": 64},
+                        "params": {"max_tokens": 400},
                         "limits": {"max_concurrency": 8}},
             "prompts": [{"path": "prompts.jsonl"}],
             "retry": {"max_attempts": 4, "initial_wait": 0.01, "max_wait": 0.05},

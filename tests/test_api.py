@@ -24,7 +24,7 @@ def test_public_api_is_pinned() -> None:
 def test_run_status_export_from_code(sim, tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text('template: "Define {w}."\nvariables: {w: [alpha, beta, gamma, delta]}\n')
     job = job_from_dict({"name": "api", "teacher": {"base_url": sim.url, "model": "sim-teacher",
-                                                    "api_key_env": None, "params": {"max_tokens": 50}},
+                                                    "api_key_env": None, "params": {"max_tokens": 400}},
                          "prompts": [{"path": "p.yaml", "samples": 2}]}, base=tmp_path)
     h = Harvester(job)
     result = h.run_sync(handle_signals=False)

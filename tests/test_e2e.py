@@ -128,10 +128,10 @@ def test_bad_job_field_exits_2(sim, make_job) -> None:
 
 
 def test_permanent_errors_are_recorded_not_retried(sim_factory, make_job) -> None:
-    sim = sim_factory(max_context=200)
+    sim = sim_factory(max_context=1000)
     job = make_job(sim, n=3)
     with (job.parent / "prompts.jsonl").open("a") as f:
-        f.write(json.dumps({"prompt": "long " * 300}) + "\n")
+        f.write(json.dumps({"prompt": "long " * 1000}) + "\n")
     r = cli("run", str(job), "--quiet")
     assert r.returncode == 0, r.stderr
     assert sim.stats()["by_status"] == {"200": 3, "400": 1}  # sent once, never retried

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from .record import Record
 
@@ -66,3 +69,34 @@ def validate_openai_row(row: dict[str, Any]) -> list[str]:
     if messages[-1].get("role") != "assistant":
         problems.append("the last message is not the assistant's")
     return problems
+
+
+def arrow_schema(fmt: str) -> "pa.Schema":
+    """Explicit column types, so a first batch with empty lists cannot fix a wrong type for the rest."""
+    import pyarrow as pa
+
+    turn = pa.struct([("role", pa.string()), ("content", pa.string())])
+    schemas = {
+        "openai": pa.schema([("messages", pa.list_(turn))]),
+        "alpaca": pa.schema([("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
+                             ("system", pa.string()), ("history", pa.list_(pa.list_(pa.string())))]),
+        "sharegpt": pa.schema([("conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
+                               ("system", pa.string())]),
+        "trl": pa.schema([("prompt", pa.list_(turn)), ("completion", pa.list_(turn))]),
+    }
+    return schemas[fmt]
+
+
+def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:
+    """LLaMA-Factory's dataset_info.json entry for a file of this format (None: it has no such format)."""
+    if fmt == "openai":
+        return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "messages"},
+                "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
+                         "assistant_tag": "assistant", "system_tag": "system"}}
+    if fmt == "sharegpt":
+        return {"file_name": file_name, "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "system": "system"}}
+    if fmt == "alpaca":
+        return {"file_name": file_name, "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                                                    "system": "system", "history": "history"}}
+    return None

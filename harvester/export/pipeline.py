@@ -1,9 +1,11 @@
-"""Store → steps → files. Every step is a generator over Records; every drop is counted with its reason.
+"""Store → steps → files. Steps are generators over Records yielding (record, drop reason or None);
+every drop is counted with its reason and written to `rejected.jsonl`.
 
-Layout of an export folder (written to a temporary sibling, then swapped in whole):
-    train.jsonl / test.jsonl     rows in the chosen trainer format
-    hf/                          the same as a `datasets.DatasetDict` (save_to_disk)
-    stats.json                   what each step kept and dropped
+Pass 1 streams the answered rows through the quality filters, exact dedup and decontamination, and
+adds the survivors to the near-dup index. Pass 2 streams the store again, keeps pass 1's survivors,
+drops near-duplicates (each verified by exact Jaccard), splits by a stable hash of the job id and
+writes every file. Near-duplicates are removed before the split, so none straddles train and test.
+The folder is written to a temporary sibling and swapped in whole.
 """
 
 from __future__ import annotations
@@ -12,16 +14,22 @@ import json
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import datasets
-
-from ..hashing import content_hash, text_key
+from ..config import Export
+from ..errors import ConfigError
+from ..hashing import content_hash
+from .decontam import Decontaminator, apply_decontam, load_eval_texts
+from .dedup import ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup, apply_near_dup, record_text
+from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig, apply_filters
 from .formats import FORMATS
 from .record import Record
+from .writers import SplitWriter, write_hf, write_llamafactory_info
+
+Step = Callable[[Iterable[Record]], Iterator[tuple[Record, "str | None"]]]
 
 
 @dataclass
@@ -29,9 +37,14 @@ class ExportReport:
     out: Path
     format: str
     selected: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)   # reason → rows
-    rows: dict[str, int] = field(default_factory=dict)          # split → rows written
-    steps: list[tuple[str, int, int]] = field(default_factory=list)  # (step, kept, dropped)
+    dropped: Counter[str] = field(default_factory=Counter)          # reason → rows
+    rows: dict[str, int] = field(default_factory=dict)                # split → rows written
+    steps: list[tuple[str, int, int]] = field(default_factory=list)   # (step, kept, dropped)
+    near_dup_clusters: int = 0
+    decontamination: dict[str, int] = field(default_factory=dict)     # eval set → rows dropped
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    llamafactory: bool = False
 
     @property
     def kept(self) -> int:
@@ -40,19 +53,9 @@ class ExportReport:
     def as_dict(self) -> dict[str, Any]:
         return {"out": str(self.out), "format": self.format, "selected": self.selected,
                 "dropped": dict(self.dropped), "rows": self.rows,
-                "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps]}
-
-
-def exact_dedup(records: Iterable[Record], dropped: Counter[str]) -> Iterator[Record]:
-    """Keep the first of every (prompt, answer) pair equal after folding case, space and punctuation."""
-    seen: set[bytes] = set()
-    for r in records:
-        key = bytes.fromhex(text_key(r.prompt_text, r.answer))
-        if key in seen:
-            dropped["exact_duplicate"] += 1
-            continue
-        seen.add(key)
-        yield r
+                "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps],
+                "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
 
 
 def split_of(job_id: str, test_size: float) -> str:
@@ -63,74 +66,142 @@ def split_of(job_id: str, test_size: float) -> str:
     return "test" if bucket < test_size else "train"
 
 
-class _Counted:
-    """Counts what passes through, for the per-step table."""
-
-    def __init__(self, records: Iterable[Record]) -> None:
-        self.records = records
-        self.n = 0
-
-    def __iter__(self) -> Iterator[Record]:
-        for r in self.records:
-            self.n += 1
-            yield r
+def filter_config(settings: Export) -> FilterConfig:
+    f = settings.filters
+    phrases = tuple(f.refusal_phrases) if f.refusal_phrases is not None else DEFAULT_REFUSAL_PHRASES
+    return FilterConfig(truncated=f.truncated, empty=f.empty, min_tokens=f.min_tokens, max_tokens=f.max_tokens,
+                        refusal=f.refusal, refusal_phrases=phrases, extra_refusal_phrases=tuple(f.extra_refusal_phrases),
+                        placeholder=f.placeholder, list_numbering=f.list_numbering, repetition=f.repetition,
+                        max_rep_share=f.max_repeated_share, prompt_echo=f.prompt_echo)
 
 
-def run_export(records: Iterable[Record], out: Path, *, fmt: str = "openai", test_size: float = 0.0,
-               dedup: bool = True) -> tuple[ExportReport, datasets.DatasetDict]:
-    """Stream `records` through the steps into `out` (replaced whole on success)."""
+def load_decontaminator(settings: Export) -> Decontaminator | None:
+    evals = settings.decontaminate.evals
+    if not evals:
+        return None
+    texts = {}
+    for name, path in evals.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"export.decontaminate.evals.{name}: no such file {path}")
+        try:
+            texts[name] = list(load_eval_texts(path))
+        except (ValueError, OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"export.decontaminate.evals.{name}: cannot read {path} ({e})") from None
+    return Decontaminator(texts, n=settings.decontaminate.ngram)
+
+
+class _Rejects:
+    """Writes dropped rows with their reason, and counts what each step let through."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "w", encoding="utf-8")
+
+    def keep(self, pairs: Iterator[tuple[Record, str | None]], counts: list[int], i: int) -> Iterator[Record]:
+        for rec, reason in pairs:
+            if reason is None:
+                counts[i] += 1
+                yield rec
+            else:
+                self.file.write(json.dumps({"reason": reason, "job_id": rec.job_id, "seq": rec.seq, "source": rec.source,
+                                            "messages": rec.messages, "answer": rec.answer,
+                                            "finish_reason": rec.finish_reason}, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _chain(records: Iterable[Record], steps: list[tuple[str, Step]], rejects: _Rejects,
+           counts: list[int]) -> Iterator[Record]:
+    stream: Iterable[Record] = records
+    for i, (_, step) in enumerate(steps):
+        stream = rejects.keep(step(stream), counts, i)
+    return iter(stream)
+
+
+def _counted(records: Iterable[Record], box: list[int]) -> Iterator[Record]:
+    for r in records:
+        box[0] += 1
+        yield r
+
+
+def run_export(source: Callable[[], Iterable[Record]], out: Path, settings: Export, *,
+               fmt: str | None = None, name: str = "dataset",
+               card: Callable[[ExportReport], str] | None = None) -> ExportReport:
+    """Stream `source()` (called once per pass) through the steps into `out`, replaced whole on success."""
+    fmt = fmt or settings.format
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {sorted(FORMATS)}")
+        raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
+    decon = load_decontaminator(settings)  # before anything is written: a bad eval file is a config error
     report = ExportReport(out=out, format=fmt)
+    counter = report.dropped
+    steps: list[tuple[str, Step]] = []
+    if settings.filters.enabled:
+        cfg = filter_config(settings)
+        steps.append(("quality filters", lambda s: apply_filters(s, cfg, counter)))
+    if settings.dedup.exact:
+        exact = ExactDedup("prompt+answer")
+        steps.append(("exact dedup", lambda s: apply_exact_dedup(s, exact, counter)))
+    if decon is not None:
+        steps.append(("decontamination", lambda s: apply_decontam(s, decon, counter)))
+    near = NearDupIndex(NearDupConfig(threshold=settings.dedup.threshold, fields=settings.dedup.on)) \
+        if settings.dedup.near else None
+
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        selected = _Counted(records)
-        stream: Iterable[Record] = selected
-        stages: list[tuple[str, _Counted]] = []
-        if dedup:
-            stream = _Counted(exact_dedup(stream, report.dropped))
-            stages.append(("exact dedup", stream))  # type: ignore[arg-type]
-        to_row = FORMATS[fmt]
-        files: dict[str, Any] = {}
-        try:
-            for r in stream:
-                split = split_of(r.job_id, test_size)
-                if split not in files:
-                    files[split] = open(staging / f"{split}.jsonl", "w", encoding="utf-8")
-                files[split].write(json.dumps(to_row(r), ensure_ascii=False) + "\n")
-                report.rows[split] = report.rows.get(split, 0) + 1
-        finally:
-            for f in files.values():
-                f.close()
-        report.selected = selected.n
-        before = selected.n
-        for name, counted in stages:
-            report.steps.append((name, counted.n, before - counted.n))
-            before = counted.n
-        dataset = _write_hf(staging, report)
+        selected = [0]
+        names = [step_name for step_name, _ in steps]
+        counts = [0] * (len(steps) + 1)
+        survivors = _chain(_counted(source(), selected), steps, rejects, counts)
+        if near is not None:  # pass 1 ends at the index; pass 2 reads the store again
+            for rec in survivors:
+                near.add(rec.seq, record_text(rec, near.cfg.fields))
+            near.finalize()
+            survivors = rejects.keep(apply_near_dup(source(), near, counter, skip_unknown=True), counts, len(steps))
+            names.append("near-duplicate removal")
+        _write_rows(survivors, staging, fmt, settings, report)
+        report.selected = selected[0]
+        before = report.selected
+        for step_name, kept in zip(names, counts):
+            report.steps.append((step_name, kept, before - kept))
+            before = kept
+        if near is not None:
+            report.near_dup_clusters = len(near.clusters())
+        if decon is not None:
+            report.decontamination = dict(decon.hits)
+        rejects.close()
+        report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+        if card is not None:
+            (staging / "README.md").write_text(card(report), encoding="utf-8")
         _swap_in(staging, out)
     except BaseException:
+        rejects.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return report, datasets.load_from_disk(str(out / "hf"))
+    report.out = out
+    return report
 
 
-def _write_hf(folder: Path, report: ExportReport) -> datasets.DatasetDict:
-    datasets.disable_progress_bars()  # our own table reports the export
-    cache = folder / ".cache"
-    splits = {}
-    for split in sorted(report.rows):
-        splits[split] = datasets.Dataset.from_json(str(folder / f"{split}.jsonl"), cache_dir=str(cache))
-    if not splits:  # an empty export is still a valid dataset
-        (folder / "train.jsonl").touch()
-        splits["train"] = datasets.Dataset.from_dict({})
-        report.rows["train"] = 0
-    dd = datasets.DatasetDict(splits)
-    dd.save_to_disk(str(folder / "hf"))
-    shutil.rmtree(cache, ignore_errors=True)
-    return dd
+def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Export, report: ExportReport) -> None:
+    to_row = FORMATS[fmt]
+    writers: dict[str, SplitWriter] = {}
+    try:
+        for r in records:
+            split = split_of(r.job_id, settings.test_size)
+            writer = writers.get(split)
+            if writer is None:
+                writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows)
+            writer.write(to_row(r))
+            report.prompt_tokens += r.prompt_tokens or 0
+            report.completion_tokens += r.completion_tokens or 0
+        if "train" not in writers:  # an empty export is still a valid dataset
+            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows)
+    finally:
+        shards = {split: w.close() for split, w in writers.items()}
+    report.rows = {split: w.rows for split, w in writers.items()}
+    write_hf(folder, shards)
 
 
 def _swap_in(staging: Path, out: Path) -> None:

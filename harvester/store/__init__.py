@@ -3,6 +3,11 @@
 Writes on SQLite take `BEGIN IMMEDIATE`, so several processes can share one file: claims and
 ledger updates serialize on the database lock instead of racing. Reads use deferred transactions,
 which in WAL mode never block the writers.
+
+On PostgreSQL (READ COMMITTED), many workers on many hosts share one store: claims take rows with
+`FOR UPDATE SKIP LOCKED`, the ledger locks its window rows, planners insert in id order (no
+deadlocks), upserts use `ON CONFLICT`, schema creation holds an advisory lock, export streams through
+a server-side cursor, and heartbeats carry the server's clock (so hosts' clocks need not agree).
 """
 
 from __future__ import annotations
@@ -95,9 +100,16 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise StoreError(f"store {path}: cannot create its folder ({e.strerror})") from None
-        self.is_sqlite = sa.engine.make_url(url).get_backend_name() == "sqlite"
-        self.engine: Engine = sa.create_engine(url, future=True, **({"connect_args": {"timeout": 60}}
-                                                                     if self.is_sqlite else {}))
+        u = sa.engine.make_url(url)
+        self.is_sqlite = u.get_backend_name() == "sqlite"
+        if u.drivername == "postgresql":  # plain postgresql:// means psycopg (3), harvester's driver
+            u = u.set(drivername="postgresql+psycopg")
+        try:
+            self.engine: Engine = sa.create_engine(u, future=True, **({"connect_args": {"timeout": 60}}
+                                                                       if self.is_sqlite else {}))
+        except ModuleNotFoundError as e:
+            raise StoreError(f"store {self.describe()}: its driver ({e.name}) is not installed; for PostgreSQL: "
+                             "pip install 'harvester[postgres]'") from None
         if self.is_sqlite:
             self._sqlite_setup(self.engine)
         try:
@@ -140,6 +152,8 @@ class Store:
     # --- schema -------------------------------------------------------------------------
     def _migrate(self) -> None:
         with self.write() as conn:
+            if not self.is_sqlite:  # concurrent CREATE TABLEs collide: one process at a time
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243510394)"))
             SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in
                                                        (Meta, Run, Job, Attempt, Response, Usage, UsageTotal)])
             found = conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
@@ -162,26 +176,35 @@ class Store:
         if conn is None:
             with self.write() as c:
                 return self.set_meta(key, value, c)
-        if conn.execute(META.update().where(META.c.key == key).values(value=value)).rowcount == 0:
-            conn.execute(META.insert().values(key=key, value=value))
+        stmt = self._insert(META).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=[META.c.key], set_={"value": stmt.excluded.value}))
 
     def bind_job(self, name: str) -> None:
         """A store holds one job: refuse to mix two jobs' queues in one file."""
         with self.write() as conn:
+            conn.execute(self._insert_ignore(META).values(key="job_name", value=name))  # first one wins
             owner = conn.execute(sa.select(META.c.value).where(META.c.key == "job_name")).scalar()
-            if owner is None:
-                conn.execute(META.insert().values(key="job_name", value=name))
-            elif owner != name:
+            if owner != name:
                 raise StoreError(f"store {self.describe()} belongs to job {owner!r}, not {name!r}: "
                                  "give each job its own store")
 
     # --- planning -----------------------------------------------------------------------
-    def _insert_ignore(self, table: sa.Table) -> Any:
+    def _insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT, which has ON CONFLICT."""
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
         else:
             from sqlalchemy.dialects.postgresql import insert
-        return insert(table).on_conflict_do_nothing()
+        return insert(table)
+
+    def _insert_ignore(self, table: sa.Table) -> Any:
+        return self._insert(table).on_conflict_do_nothing()
+
+    def _now(self) -> Any:
+        """The time as a SQL expression: the server's clock on PostgreSQL, shared by every host."""
+        if self.is_sqlite:
+            return sa.literal(time.time(), sa.Float)
+        return sa.cast(sa.func.extract("epoch", sa.func.clock_timestamp()), sa.Float)
 
     def plan(self, specs: Iterable[JobSpec], plan_key: str, batch: int = 2000) -> int:
         """Insert the plan's jobs idempotently and mark existing ones as part of it; returns how many were new."""
@@ -189,10 +212,16 @@ class Store:
         rows: list[dict[str, Any]] = []
 
         def flush() -> None:
+            # Concurrent planners touch the same rows: each batch takes them in id order, so two
+            # planners wait for each other at worst, and never deadlock.
             nonlocal new
+            rows.sort(key=lambda r: r["id"])
+            ids = [r["id"] for r in rows]
             with self.write() as conn:
-                new += conn.execute(self._insert_ignore(J), rows).rowcount or 0
-                conn.execute(J.update().where(J.c.id.in_([r["id"] for r in rows]))
+                new += len(conn.execute(self._insert_ignore(J).returning(J.c.id), rows).all())
+                if not self.is_sqlite:
+                    conn.execute(sa.select(J.c.id).where(J.c.id.in_(ids)).order_by(J.c.id).with_for_update())
+                conn.execute(J.update().where(J.c.id.in_(ids))
                              .values(plan_key=plan_key, seq=sa.case({r["id"]: r["seq"] for r in rows},
                                                                      value=J.c.id)))
             rows.clear()
@@ -212,13 +241,13 @@ class Store:
 
     # --- runs ---------------------------------------------------------------------------
     def start_run(self, **fields: Any) -> int:
-        now = time.time()
         with self.write() as conn:
-            return conn.execute(RUN.insert().values(started_at=now, heartbeat_at=now, **fields)).inserted_primary_key[0]
+            return conn.execute(RUN.insert().values(started_at=self._now(), heartbeat_at=self._now(), **fields)
+                                ).inserted_primary_key[0]
 
     def end_run(self, run_id: int, **fields: Any) -> None:
         with self.write() as conn:
-            conn.execute(RUN.update().where(RUN.c.id == run_id).values(ended_at=time.time(), **fields))
+            conn.execute(RUN.update().where(RUN.c.id == run_id).values(ended_at=self._now(), **fields))
 
     def reset_retryable_failures(self, plan_key: str) -> int:
         """Give jobs that failed for a transient reason a fresh set of attempts in this run."""
@@ -258,13 +287,57 @@ class Store:
 
     def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None,
                      **run_fields: Any) -> None:
-        """The worker's heartbeat: extend its leases; note it (and `run_fields`) on its run."""
-        now = time.time()
+        """Extend a worker's leases; note a heartbeat (and `run_fields`) on its run."""
         with self.write() as conn:
             conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
-                         .values(lease_expires=now + lease_seconds))
+                         .values(lease_expires=time.time() + lease_seconds))
             if run_id is not None:
-                conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=now, **run_fields))
+                conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=self._now(), **run_fields))
+
+    # --- workers ------------------------------------------------------------------------
+    def heartbeat(self, run_id: int, *, dead_after: float, renew: tuple[str, float, str] | None = None,
+                  **run_fields: Any) -> tuple[float, list[dict[str, Any]]]:
+        """A worker's heartbeat, in one transaction: note it (and `run_fields`) on its run; extend its
+        leases if `renew` = (owner, lease_seconds, plan_key); return the heartbeat's time and the live
+        workers of the store (this one included): runs not ended, heard from within `dead_after` s.
+        Every worker counted here had registered before this heartbeat's time."""
+        with self.write() as conn:
+            if renew is not None:
+                owner, lease_seconds, plan_key = renew
+                conn.execute(J.update().where(J.c.plan_key == plan_key, J.c.status == "leased",
+                                              J.c.lease_owner == owner)
+                             .values(lease_expires=time.time() + lease_seconds))
+            now = conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=self._now(), **run_fields)
+                               .returning(RUN.c.heartbeat_at)).scalar_one()
+            return now, self._live_workers(conn, now - dead_after, now)
+
+    def live_workers(self, dead_after: float) -> list[dict[str, Any]]:
+        """Runs not ended, heard from within `dead_after` seconds (by the store's clock)."""
+        with self.read() as conn:
+            now = conn.execute(sa.select(self._now())).scalar_one()
+            return self._live_workers(conn, now - dead_after, now)
+
+    @staticmethod
+    def _live_workers(conn: Connection, since: float, now: float | None = None) -> list[dict[str, Any]]:
+        rows = conn.execute(sa.select(RUN.c.id, RUN.c.owner, RUN.c.origin, RUN.c.plan_key, RUN.c.started_at,
+                                      RUN.c.heartbeat_at, RUN.c.share, RUN.c.sent, RUN.c.answered,
+                                      RUN.c.rate_limited, RUN.c.throughput)
+                            .where(RUN.c.ended_at.is_(None), RUN.c.heartbeat_at >= since)
+                            .order_by(RUN.c.id)).mappings().all()
+        out = [dict(r) for r in rows]
+        if now is not None:
+            for r in out:
+                r["heartbeat_age"] = max(0.0, now - r["heartbeat_at"])
+        return out
+
+    def leases_held(self, plan_key: str, exclude_owner: str | None = None) -> dict[str, int]:
+        """Jobs of the plan leased right now, by owner."""
+        q = (sa.select(J.c.lease_owner, sa.func.count()).where(J.c.plan_key == plan_key, J.c.status == "leased")
+             .group_by(J.c.lease_owner))
+        if exclude_owner is not None:
+            q = q.where(J.c.lease_owner != exclude_owner)
+        with self.read() as conn:
+            return {owner: n for owner, n in conn.execute(q).all()}
 
     # --- recording (called by the writer thread, in batches) -----------------------------
     def record(self, attempts: list[AttemptRow], answers: list[AnswerRow], failures: list[FailureRow],
@@ -275,13 +348,17 @@ class Store:
             if settlements:
                 ledger.settle(conn, settlements)
             if attempts:
-                conn.execute(A.insert(), [_asdict(a) for a in attempts])
-                per_job = Counter(a.job_id for a in attempts)
-                for job_id, k in per_job.items():
-                    conn.execute(J.update().where(J.c.id == job_id).values(attempts=J.c.attempts + k))
+                for chunk in _chunks([_asdict(a) for a in attempts]):  # one multi-row INSERT per chunk
+                    conn.execute(A.insert().values(chunk))
+                by_count: dict[int, list[str]] = {}
+                for job_id, k in Counter(a.job_id for a in attempts).items():
+                    by_count.setdefault(k, []).append(job_id)
+                for k, ids in sorted(by_count.items()):  # usually one statement: one attempt per job
+                    conn.execute(J.update().where(J.c.id.in_(sorted(ids))).values(attempts=J.c.attempts + k))
             if answers:
                 rows = [{**_asdict(a), "created_at": now} for a in answers]
-                conn.execute(self._insert_ignore(R), rows)
+                for chunk in _chunks(rows):
+                    conn.execute(self._insert_ignore(R).values(chunk))
                 conn.execute(J.update().where(J.c.id.in_([a.job_id for a in answers]))
                              .values(status="done", lease_owner=None, lease_expires=None, last_error=None,
                                      error_kind=None, updated_at=now))
@@ -291,9 +368,12 @@ class Store:
                                      error_kind=f.error_kind, permanent=f.permanent, updated_at=now))
 
     # --- reading ------------------------------------------------------------------------
-    def status(self, plan_key: str | None = None) -> dict[str, Any]:
+    def status(self, plan_key: str | None = None, dead_after: float = 10.0) -> dict[str, Any]:
+        """Jobs by state, tokens, errors; the last run; the live workers (heard from within `dead_after` s)."""
         plan_key = plan_key or self.get_meta("plan_key") or ""
         with self.read() as conn:
+            now = conn.execute(sa.select(self._now())).scalar_one()
+            workers = self._live_workers(conn, now - dead_after, now)
             by_state = dict(conn.execute(sa.select(J.c.status, sa.func.count()).where(J.c.plan_key == plan_key)
                                          .group_by(J.c.status)).all())
             other = conn.execute(sa.select(sa.func.count()).where(J.c.plan_key != plan_key)).scalar() or 0
@@ -313,7 +393,7 @@ class Store:
                 "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]),
                 "requests": attempts[0], "failed_requests": attempts[1],
                 "errors_by_kind": errors, "failed_by_kind": failed,
-                "last_run": dict(runs) if runs else None}
+                "last_run": dict(runs) if runs else None, "workers": workers}
 
     def iter_records(self, plan_key: str | None = None, samples: str = "all",
                      batch: int = 2000) -> Iterator[Record]:
@@ -347,12 +427,39 @@ class Store:
                 for (request,) in conn.execute(q):
                     yield request["messages"]
 
+    def provenance(self, plan_key: str | None = None) -> dict[str, Any]:
+        """What a dataset card says of where its rows came from: runs, dates, models, terms, usage."""
+        plan_key = plan_key or self.get_meta("plan_key") or ""
+        answered = sa.select(R.c.job_id).select_from(R.join(J, J.c.id == R.c.job_id)).where(J.c.plan_key == plan_key)
+        with self.read() as conn:
+            runs = conn.execute(sa.select(sa.func.count(), sa.func.min(RUN.c.started_at), sa.func.max(RUN.c.ended_at))
+                                .where(RUN.c.plan_key == plan_key)).one()
+            terms = conn.execute(sa.select(RUN.c.terms).where(RUN.c.plan_key == plan_key)
+                                 .order_by(RUN.c.id.desc()).limit(1)).scalar()
+            answers = conn.execute(sa.select(sa.func.count(), sa.func.min(R.c.created_at), sa.func.max(R.c.created_at),
+                                             sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
+                                             sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
+                                   .where(R.c.job_id.in_(answered))).one()
+            models = [m for (m,) in conn.execute(sa.select(R.c.model).where(R.c.job_id.in_(answered))
+                                                 .group_by(R.c.model).order_by(R.c.model))]
+            requests = conn.execute(sa.select(sa.func.count()).select_from(A)).scalar() or 0
+        return {"runs": runs[0], "first_run_started": runs[1], "last_run_ended": runs[2], "terms": terms,
+                "answers": answers[0], "first_answer": answers[1], "last_answer": answers[2],
+                "prompt_tokens": int(answers[3]), "completion_tokens": int(answers[4]),
+                "models_reported": models, "requests": requests}
+
     def close(self) -> None:
         self.engine.dispose()
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in obj.__slots__}
+
+
+def _chunks(rows: list[dict[str, Any]], size: int = 500) -> Iterator[list[dict[str, Any]]]:
+    """Rows for multi-row INSERTs, few enough per statement for any server's parameter limit."""
+    for i in range(0, len(rows), size):
+        yield rows[i:i + size]
 
 
 # Ordered schema migrations: MIGRATIONS[v - 1] upgrades a store from version v to v + 1.

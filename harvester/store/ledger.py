@@ -120,7 +120,7 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
         conn.execute(U.update().where(U.c.id == r.id, U.c.state == "reserved").values(
             state="settled" if s.sent else "released", input_tokens=s.input_tokens,
             output_tokens=s.output_tokens, usd=s.usd))
-    for window, d in deltas.items():
+    for window, d in sorted(deltas.items()):  # in window order, as `reserve` locks them: no deadlocks
         conn.execute(T.update().where(T.c.window == window).values(**{k: T.c[k] + v for k, v in d.items()}))
 
 
@@ -129,7 +129,10 @@ def expire_lost(store: "Store", stale_before: float) -> int:
     been billed: count them as used at their worst case. Returns how many."""
     with store.write() as conn:
         dead = sa.select(RUN.c.id).where(RUN.c.ended_at.is_(None), RUN.c.heartbeat_at < stale_before)
-        rows = conn.execute(sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead))).mappings().all()
+        q = sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead)).order_by(U.c.id)
+        if not store.is_sqlite:  # two workers starting at once must not both count the same ones
+            q = q.with_for_update()
+        rows = conn.execute(q).mappings().all()
         lost = []
         for r in rows:
             res = Reservation(r["id"], tuple(window_keys(r["run_id"], r["day"], r["month"]).values()),

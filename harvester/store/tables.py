@@ -33,6 +33,10 @@ class Run(SQLModel, table=True):
     answered: int = 0
     rate_limited: int = 0                        # 429s this run received
     limiter: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # limits in force, sources
+    # A live worker = a run not ended whose heartbeat is recent (harvester.crawler.dead_after).
+    origin: str = ""                             # boot id + pid namespace (Linux), else host: where `owner`'s pid lives
+    share: float | None = None                   # its share of the teacher's limits (1 / live workers)
+    throughput: float | None = None              # answers/min over the last ~30 s
 
 
 class Job(SQLModel, table=True):

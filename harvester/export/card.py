@@ -1,0 +1,95 @@
+"""The dataset card: `README.md` with Hub-style YAML metadata and the dataset's provenance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M")):
+        if n < limit:
+            return name
+    return "n>10M"
+
+
+def _date(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
+
+
+def public_url(url: str) -> str:
+    """The base URL without user info or query: nothing secret goes into a card."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], provenance: dict[str, Any],
+                cost: dict[str, Any] | None, version: str) -> str:
+    rows = report["rows"]
+    total = sum(rows.values())
+    meta = {
+        "pretty_name": name,
+        "tags": ["distillation", "synthetic", "harvester", f"format:{report['format']}"],
+        "task_categories": ["text-generation"],
+        "size_categories": [_size_category(total)],
+        "configs": [{"config_name": "default", "data_files": [
+            {"split": split, "path": f"parquet/{split}-*.parquet"} for split in sorted(rows)]}],
+    }
+    terms = provenance.get("terms") or {}
+    lines = [
+        "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
+        f"# {name}", "",
+        f"Answers of a teacher model, harvested and cleaned by harvester {version} for distillation "
+        f"(format: `{report['format']}`).", "",
+        "## Teacher", "",
+        f"- model requested: `{teacher['model']}`; as reported: "
+        + (", ".join(f"`{m}`" for m in provenance.get("models_reported") or []) or "-"),
+        f"- endpoint: `{public_url(teacher['base_url'])}`; provider: {terms.get('provider') or 'unknown'}",
+        f"- parameters: `{teacher.get('params') or {}}`",
+        f"- harvested: {_date(provenance.get('first_answer'))} to {_date(provenance.get('last_answer'))} "
+        f"in {provenance.get('runs', 0)} run(s); exported {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
+        "",
+        "## Terms of use of the teacher's outputs", "",
+        f"- training use: **{terms.get('training_use', 'unknown')}**"
+        + (f" (source: {terms['terms_url']}, read {terms.get('checked_on')})" if terms.get("terms_url") else ""),
+    ]
+    if terms.get("conditions"):
+        lines.append(f"- conditions: {terms['conditions']}")
+    if terms.get("acknowledgement"):
+        lines.append(f"- acknowledged by: {terms['acknowledgement']}")
+    lines += ["- this record is information, not legal advice", "",
+              "## Rows", "", "| split | rows |", "|---|---:|"]
+    lines += [f"| {split} | {n:,} |" for split, n in sorted(rows.items())]
+    lines += ["", "## What the export kept and dropped", "", "| step | kept | dropped |", "|---|---:|---:|",
+              f"| answered rows selected | {report['selected']:,} | |"]
+    lines += [f"| {s['step']} | {s['kept']:,} | {s['dropped']:,} |" for s in report["steps"]]
+    if report["dropped"]:
+        lines += ["", "Drops by reason (each dropped row is in `rejected.jsonl` with its reason):", ""]
+        lines += [f"- {reason}: {n:,}" for reason, n in sorted(report["dropped"].items())]
+    if report.get("near_dup_clusters"):
+        lines += ["", f"Near-duplicate clusters: {report['near_dup_clusters']:,} (one representative kept "
+                  f"in each, the earliest in plan order; every removal verified by exact Jaccard)."]
+    if report.get("decontamination"):
+        lines += ["", "Decontamination hits per eval set: "
+                  + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["decontamination"].items()))]
+    lines += ["", "## Tokens and cost", "",
+              f"- exported rows: {report['prompt_tokens']:,} prompt + {report['completion_tokens']:,} completion tokens",
+              f"- whole harvest: {provenance.get('requests', 0):,} requests, {provenance.get('prompt_tokens', 0):,} "
+              f"prompt + {provenance.get('completion_tokens', 0):,} completion tokens answered"]
+    if cost:
+        lines.append(f"- cost at ${cost['input_per_mtok']}/M input and ${cost['output_per_mtok']}/M output tokens: "
+                     f"${cost['usd']:,.4f}" + (f" (quota ledger: ${cost['ledger_usd']:,.4f} incl. failed attempts)"
+                                              if cost.get("ledger_usd") else ""))
+    lines += ["", "## Files", "",
+              "- `train.jsonl`" + (", `test.jsonl`" if "test" in rows else "") + ": one row per line",
+              "- `parquet/`: zstd Parquet shards; `hf/`: `datasets.load_from_disk`",
+              "- `dataset_info.json`: LLaMA-Factory's dataset index (where the format has one)",
+              "- `rejected.jsonl`: dropped rows with their reason; `stats.json`: these figures", ""]
+    return "\n".join(lines)

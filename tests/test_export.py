@@ -1,0 +1,140 @@
+"""The export pipeline end to end: a real store, every format, every file read back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from harvester import Harvester
+from harvester.config import job_from_dict
+from harvester.export.formats import validate_openai_row
+from harvester.hashing import content_hash
+from harvester.prompts import JobSpec
+from harvester.store import AnswerRow, Store
+
+ANSWERS = {
+    "good": "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the chloroplasts "
+            "of plant cells, storing the energy of sunlight in chemical bonds.",
+    "refusal": "As an AI language model, I cannot assist with that request.",
+    "placeholder": "<noinput>",
+    "repeat": "the same words again " * 40,
+}
+
+
+def fill_store(tmp_path: Path, rows: list[tuple[str, str, str | None]], **export: object) -> Harvester:
+    """A job whose store holds `rows` of (prompt, answer, finish_reason), loaded through the store's API."""
+    job = job_from_dict({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
+                         "prompts": [{"path": "unused.jsonl"}], "export": export}, base=tmp_path)
+    h = Harvester(job)
+    store: Store = h.store
+    specs = []
+    for i, (prompt, _, _) in enumerate(rows):
+        messages = [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": prompt}]
+        request = {"model": "m", "messages": messages, "params": {}}
+        specs.append(JobSpec(content_hash({**request, "sample": i}), content_hash(messages), i, 0, request,
+                             f"unused.jsonl:{i + 1}", {}))
+    store.plan(specs, "p1")
+    store.record([], [AnswerRow(s.id, 1, "m", answer, finish or "stop", 10, 20, 0.1, None)
+                      for s, (_, answer, finish) in zip(specs, rows)], [])
+    return h
+
+
+def corpus() -> list[tuple[str, str, str | None]]:
+    rows = [(f"Question {i} about topic {i * 37 % 101}?",
+             f"Answer {i}: " + " ".join(f"word{i * 31 + k}" for k in range(30)), None) for i in range(60)]
+    rows.append(("Explain photosynthesis.", ANSWERS["good"], None))
+    rows.append(("Explain photosynthesis briefly.", ANSWERS["good"] + " Indeed.", None))  # near-dup, J = 23/24
+    rows.append(("Explain photosynthesis.", ANSWERS["good"].upper(), None))                             # exact dup
+    rows.append(("Tell me a secret.", ANSWERS["refusal"], None))
+    rows.append(("Say nothing.", ANSWERS["placeholder"], None))
+    rows.append(("Loop.", ANSWERS["repeat"], None))
+    rows.append(("Cut off.", "This answer stops in the mid", "length"))
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["openai", "alpaca", "sharegpt", "trl"])
+def test_every_format_round_trips(tmp_path: Path, fmt: str) -> None:
+    h = fill_store(tmp_path, corpus(), format=fmt, test_size=0.2, shard_rows=20)
+    train = h.export()
+    out = tmp_path / "data" / "ex"
+    report = h.last_export
+    kept = report.rows["train"] + report.rows["test"]
+    assert kept == 60 + 1  # the 60 plain rows and one photosynthesis answer survive
+    assert len(train) == report.rows["train"]
+    for split in ("train", "test"):
+        jsonl = datasets.load_dataset("json", data_files=str(out / f"{split}.jsonl"), split="train")
+        shards = sorted((out / "parquet").glob(f"{split}-*.parquet"))
+        parquet = datasets.load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
+        assert len(jsonl) == len(parquet) == report.rows[split]
+        assert all(pq.ParquetFile(p).metadata.row_group(0).column(0).compression == "ZSTD" for p in shards)
+        assert jsonl.column_names == parquet.column_names
+    assert len(sorted((out / "parquet").glob("train-*-of-*.parquet"))) >= 2  # shard_rows=20
+    hf = datasets.load_from_disk(str(out / "hf"))
+    assert {k: len(v) for k, v in hf.items()} == report.rows
+    info = json.loads((out / "dataset_info.json").read_text()) if (out / "dataset_info.json").exists() else None
+    assert (info is None) == (fmt == "trl")
+    if info:
+        assert info["ex"]["file_name"] == "train.jsonl" and info["ex_test"]["file_name"] == "test.jsonl"
+
+
+def test_openai_rows_pass_the_validator_and_drops_are_explained(tmp_path: Path) -> None:
+    h = fill_store(tmp_path, corpus())
+    h.export()
+    out = tmp_path / "data" / "ex"
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert rows and all(validate_openai_row(r) == [] for r in rows)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    reasons = sorted(r["reason"] for r in rejected)
+    assert reasons == sorted(["exact_duplicate", "near_duplicate", "refusal", "placeholder", "repetition_ngram",
+                              "truncated"])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["selected"] == 67 and sum(stats["dropped"].values()) == 6 and stats["near_dup_clusters"] == 1
+    assert [s["step"] for s in stats["steps"]] == ["quality filters", "exact dedup", "near-duplicate removal"]
+
+
+def test_card_has_hub_metadata_and_provenance(tmp_path: Path) -> None:
+    h = fill_store(tmp_path, corpus(), test_size=0.2)
+    h.export()
+    card = (tmp_path / "data" / "ex" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["configs"][0]["data_files"] == [{"split": "test", "path": "parquet/test-*.parquet"},
+                                                 {"split": "train", "path": "parquet/train-*.parquet"}]
+    assert "distillation" in front["tags"]
+    for words in ("model requested: `m`", "| train |", "refusal: 1", "near_duplicate: 1", "information, not legal advice",
+                  "prompt + 1,220 completion tokens"):
+        assert words in card, words
+
+
+def test_split_is_stable_and_one_sample_per_prompt(tmp_path: Path) -> None:
+    h = fill_store(tmp_path, corpus(), test_size=0.3)
+    h.export()
+    first = (tmp_path / "data" / "ex" / "test.jsonl").read_text()
+    h.export()
+    assert (tmp_path / "data" / "ex" / "test.jsonl").read_text() == first
+
+
+def test_decontamination_drops_rows_sharing_an_eval_ngram(tmp_path: Path) -> None:
+    words = " ".join(f"word{5 * 31 + k}" for k in range(30))  # the answer of row 5
+    (tmp_path / "evals.jsonl").write_text(json.dumps({"question": "unrelated words " * 3 + words[:120]}) + "\n")
+    # an n-gram crossing from the prompt into the answer of row 7
+    crossing = "about topic " + str(7 * 37 % 101) + "? Answer 7: " + " ".join(f"word{7 * 31 + k}" for k in range(9))
+    (tmp_path / "bench.parquet").parent.mkdir(exist_ok=True)
+    import pyarrow as pa
+    pq.write_table(pa.table({"text": [crossing], "n": [1]}), tmp_path / "bench.parquet")
+    h = fill_store(tmp_path, corpus(), decontaminate={"evals": ["evals.jsonl", "bench.parquet"], "ngram": 13})
+    h.export()
+    report = h.last_export
+    assert report.decontamination == {"evals": 1, "bench": 1}
+    rejected = [json.loads(x) for x in (tmp_path / "data" / "ex" / "rejected.jsonl").read_text().splitlines()]
+    assert {r["seq"] for r in rejected if r["reason"].startswith("contaminated")} == {5, 7}
+
+
+def test_filters_and_dedup_can_be_switched_off(tmp_path: Path) -> None:
+    h = fill_store(tmp_path, corpus(), filters={"enabled": False}, dedup=False)
+    h.export()
+    assert h.last_export.rows["train"] == 67 and not h.last_export.dropped
