@@ -24,7 +24,7 @@ import numpy as np
 import xxhash
 
 from harvester.export.record import Record
-from harvester.hashing import normalize_text, text_key
+from harvester.hashing import ASCII_FOLD, normalize_text, text_key
 
 Fields = Literal["answer", "prompt+answer"]
 _U64 = np.uint64
@@ -51,17 +51,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# `normalize_text` on pure-ASCII text is exactly: lower-case, every non-alphanumeric byte to a
-# space, split. bytes.translate does that ~5x faster than NFKC + casefold + regex.
-_ASCII_FOLD = bytes(c + 32 if 65 <= c <= 90 else c if 48 <= c <= 57 or 97 <= c <= 122 else 32
-                    for c in range(256))
-
-
 @lru_cache(maxsize=64)  # steps run interleaved per record: the answer is normalized once
 def normalized_words(text: str) -> list[bytes]:
     """UTF-8 words of `normalize_text(text)`."""
     if text.isascii():
-        return text.encode("ascii").translate(_ASCII_FOLD).split()
+        return text.encode("ascii").translate(ASCII_FOLD).split()  # normalize_text's fast path, as bytes
     return normalize_text(text).encode("utf-8").split()
 
 

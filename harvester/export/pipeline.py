@@ -10,6 +10,7 @@ The folder is written to a temporary sibling and swapped in whole.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -21,7 +22,6 @@ from typing import Any
 
 from ..config import Export
 from ..errors import ConfigError
-from ..hashing import content_hash
 from .decontam import Decontaminator, apply_decontam, load_eval_texts
 from .dedup import ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup, apply_near_dup, record_text
 from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig, apply_filters
@@ -62,7 +62,7 @@ def split_of(job_id: str, test_size: float) -> str:
     """A stable split: the same job always lands in the same split, whatever else changes."""
     if test_size <= 0:
         return "train"
-    bucket = int(content_hash({"split": job_id}, 8), 16) / 0xFFFFFFFF
+    bucket = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8, person=b"split").digest()) / 2**64
     return "test" if bucket < test_size else "train"
 
 

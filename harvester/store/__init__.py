@@ -400,8 +400,7 @@ class Store:
         """Answered jobs in plan order, streamed in batches (server-side cursor where there is one)."""
         plan_key = plan_key or self.get_meta("plan_key") or ""
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
-                       J.c.metadata, R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens,
-                       R.c.completion_tokens)
+                       R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens)
              .select_from(J.join(R, R.c.job_id == J.c.id))
              .where(J.c.plan_key == plan_key, J.c.status == "done").order_by(J.c.seq))
         if samples == "first":
@@ -409,12 +408,10 @@ class Store:
         with self.engine.connect().execution_options(sqlite_begin="BEGIN", stream_results=True,
                                                      yield_per=batch) as conn:
             with conn.begin():
-                for r in conn.execute(q):
-                    yield Record(job_id=r.id, prompt_key=r.prompt_key, seq=r.seq, sample_index=r.sample_index,
-                                 messages=r.request["messages"], answer=r.content, finish_reason=r.finish_reason,
-                                 model=r.model, prompt_tokens=r.prompt_tokens,
-                                 completion_tokens=r.completion_tokens, source=r.source,
-                                 metadata=r.metadata or {})
+                for (job_id, prompt_key, seq, sample_index, request, source, content, finish_reason, model,
+                     prompt_tokens, completion_tokens) in conn.execute(q):
+                    yield Record(job_id, prompt_key, seq, sample_index, request["messages"], content, finish_reason,
+                                 model, prompt_tokens, completion_tokens, source)
 
     def iter_pending_messages(self, plan_key: str, batch: int = 2000) -> Iterator[list[dict[str, str]]]:
         """The messages of every job of the plan not yet answered (for the dry run's estimate)."""
