@@ -9,11 +9,13 @@ What it checks (tests/test_crash.py runs the same harness, CI-sized, and asserts
   held (leased, not recorded) at the kill, and no more of them than it held; none is lost otherwise;
 - every answer the store kept was sent by the simulator in the run that recorded it;
 - the store passes `PRAGMA integrity_check` after every kill and at the end;
-- the quota ledger agrees with the simulator: with no reservation left open,
-      simulator requests <= ledger requests <= simulator requests + reservations open at the kills
-  (the ledger counts every attempt; one reserved but killed before it was sent is counted at its
-  worst case, since harvester cannot know), each kill leaving at most max_concurrency open; and the
-  ledger's tokens are at least what the simulator counted.
+- the quota ledger agrees with the simulator. The ledger counts every attempt, reserved before the
+  send; a reservation a kill left open counts at its worst case once its run is stale, whether the
+  request left or not (harvester cannot know). So, once no reservation is open:
+      ledger requests = requests the simulator received + reservations open at a kill whose
+                        request never arrived (at most max_concurrency per kill),
+  hence  simulator requests <= ledger requests <= simulator requests + kills x max_concurrency;
+  and the ledger's tokens are at least what the simulator counted.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import yaml
 from harvester.sim import SimConfig, answer_for, running
 
 REPO = Path(__file__).resolve().parent.parent
-MAX_TOKENS = 64
+MAX_TOKENS = 400          # above the longest simulated answer: no answer is cut (and filtered out)
 PROC_TIMEOUT = 120.0        # no wait in this harness is unbounded
 
 
@@ -58,6 +60,7 @@ class Trial:
     run_id: int | None = None   # None: killed before the run was recorded
     leased_at_kill: int = 0     # jobs the dead run held: claimed, not recorded
     reserved_at_kill: int = 0   # ledger reservations it left open
+    unsent_at_kill: int = 0     # ... of which the simulator never received the request
     recorded: int = 0           # answers the store kept from this run
     sim_answered: int = 0       # answers the simulator sent during this run
     sim_received: int = 0
@@ -65,6 +68,8 @@ class Trial:
     integrity: str = ""
     leased_keys: set[str] = field(default_factory=set, repr=False)        # prompts of the jobs it held
     answered_keys: Counter[str] = field(default_factory=Counter, repr=False)  # prompts the sim answered
+    received_keys: Counter[str] = field(default_factory=Counter, repr=False)  # prompts the sim received
+    open_keys: Counter[str] = field(default_factory=Counter, repr=False)      # prompts of open reservations
 
 
 @dataclass
@@ -72,6 +77,7 @@ class SoakResult:
     prompts: int
     trials: int
     kills: int
+    kills_before_the_run_started: int   # killed during start-up: no run recorded yet
     answers_lost: int
     answers_paid_twice: int
     unexplained_losses: int
@@ -96,7 +102,7 @@ def write_job(folder: Path, url: str, n: int, concurrency: int, lease_seconds: f
     job = {
         "name": "crash",
         "teacher": {"base_url": url, "model": "sim-teacher", "api_key_env": None,
-                    "params": {"max_tokens": MAX_TOKENS}, "limits": {"max_concurrency": concurrency},
+                    "params": {"max_tokens": MAX_TOKENS}, "limits": {"max_concurrency": concurrency, "rpm": 60000},
                     "timeout": 30},
         "prompts": [{"path": "prompts.jsonl"}],
         "retry": {"max_attempts": 4, "initial_wait": 0.01, "max_wait": 0.05},
@@ -166,6 +172,9 @@ def _after_kill(db: Path, trial: Trial) -> None:
                                            (trial.run_id,)).fetchone()[0]
         leased = [json.loads(r[0])["messages"] for r in c.execute(
             "select request from job where status = 'leased' and lease_owner = ?", (owner,))]
+        trial.open_keys = Counter(prompt_key(json.loads(r[0])["messages"]) for r in c.execute(
+            "select j.request from usage u join job j on j.id = u.job_id where u.run_id = ? and u.state = 'reserved'",
+            (trial.run_id,)))
     trial.leased_keys = {prompt_key(m) for m in leased}
 
 
@@ -186,25 +195,31 @@ def run_soak(workdir: Path, *, prompts: int = 3000, trials: int = 30, concurrenc
     with running(SimConfig(latency=latency, jitter=jitter, seed=seed, log_path=str(sim_log))) as sim:
         job = write_job(workdir, sim.url, prompts, concurrency, lease_seconds)
         db = workdir / "data" / "crash.db"
-        per_trial = 0.8 * prompts / max(1, trials)
+        per_trial = 0.6 * prompts / max(1, trials)
         for i in range(trials):
             before = _done(db)
             trial = Trial(i, "time" if rng.random() < time_kill_share else "progress", time.time())
             proc = _cli("run", str(job), "--quiet", log=logs / f"run-{i:03d}.log")
             deadline = time.monotonic() + PROC_TIMEOUT
             if trial.mode == "time":   # anywhere from interpreter start-up to mid-harvest
-                until = time.monotonic() + rng.uniform(0.0, 2.5)
+                until = time.monotonic() + rng.uniform(0.0, 1.6)
                 while proc.poll() is None and time.monotonic() < until:
                     time.sleep(0.01)
             else:                      # after a random number of answers, at a random moment after a commit
-                target = before + max(1, round(rng.uniform(0.2, 1.8) * per_trial))
+                left = prompts - before   # never so many that the run finishes before the kill
+                target = before + max(1, min(round(rng.uniform(0.2, 1.8) * per_trial), left // 2))
                 while proc.poll() is None and _done(db) < target and time.monotonic() < deadline:
                     time.sleep(0.01)
+                if time.monotonic() >= deadline:
+                    problems.append(f"trial {i}: {target - _done(db)} answers short after "
+                                    f"{PROC_TIMEOUT:.0f} s: a hang?")
                 time.sleep(rng.uniform(0.0, 0.05))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 trial.killed = True
             trial.exit_code = proc.wait(timeout=30)
+            if not trial.killed and trial.exit_code != 0:
+                problems.append(f"trial {i}: the run exited {trial.exit_code} by itself (see {logs}/run-{i:03d}.log)")
             _after_kill(db, trial)
             if trial.integrity != "ok":
                 problems.append(f"trial {i}: integrity_check says {trial.integrity}")
@@ -255,7 +270,10 @@ def run_soak(workdir: Path, *, prompts: int = 3000, trials: int = 30, concurrenc
     starts = [t.started for t in all_trials] + [float("inf")]
     answered: Counter[str] = Counter(e["prompt"] for e in events if e["event"] == "answered")
     for t, nxt in zip(all_trials, starts[1:]):
-        t.sim_received = sum(e["event"] == "received" and t.started <= e["t"] < nxt for e in events)
+        t.received_keys = Counter(e["prompt"] for e in events
+                                  if e["event"] == "received" and t.started <= e["t"] < nxt)
+        t.sim_received = sum(t.received_keys.values())
+        t.unsent_at_kill = sum((t.open_keys - t.received_keys).values())
         t.answered_keys = Counter(e["prompt"] for e in events
                                   if e["event"] == "answered" and t.started <= e["sent_t"] < nxt)
         t.sim_answered = sum(t.answered_keys.values())
@@ -288,8 +306,9 @@ def run_soak(workdir: Path, *, prompts: int = 3000, trials: int = 30, concurrenc
                             "hold at a kill")
         if t.killed and t.lost > t.leased_at_kill:
             problems.append(f"trial {t.index}: lost {t.lost} answers, more than the {t.leased_at_kill} in flight")
-        if t.reserved_at_kill > concurrency and t.killed:
-            problems.append(f"trial {t.index}: {t.reserved_at_kill} reservations open, more than max_concurrency")
+        if t.unsent_at_kill > concurrency:
+            problems.append(f"trial {t.index}: {t.unsent_at_kill} reservations open for requests never sent, "
+                            "more than max_concurrency")
 
     # The export: every prompt once, with the simulator's answer.
     rows = [json.loads(line) for line in (workdir / "data" / "crash" / "train.jsonl").read_text().splitlines()] \
@@ -310,12 +329,16 @@ def run_soak(workdir: Path, *, prompts: int = 3000, trials: int = 30, concurrenc
     paid_twice = sum(v - 1 for v in answered.values())
     lost_total = sum(max(0, t.lost) for t in all_trials)
     open_at_kills = sum(t.reserved_at_kill for t in done_trials if t.killed)
+    unsent = sum(t.unsent_at_kill for t in all_trials)
+    # Requests the simulator received whole (its log); its `requests` counter also counts a request
+    # whose body was cut off by a kill, which no provider would bill.
+    received = sum(e["event"] == "received" for e in events)
     if ledger:
         if ledger.get("requests_reserved") != 0:
             problems.append(f"ledger: {ledger.get('requests_reserved')} reservations still open")
-        if not stats["requests"] <= ledger["requests"] <= stats["requests"] + open_at_kills:
-            problems.append(f"ledger: {ledger['requests']} requests, simulator {stats['requests']}; want "
-                            f"between {stats['requests']} and {stats['requests'] + open_at_kills}")
+        if ledger["requests"] != received + unsent:
+            problems.append(f"ledger: {ledger['requests']} requests, want the simulator's {received} "
+                            f"+ {unsent} reserved at a kill and never sent")
         if ledger["input_tokens"] < stats["prompt_tokens"] or ledger["output_tokens"] < stats["completion_tokens"]:
             problems.append("ledger: fewer tokens than the simulator counted")
     if lost_total != paid_twice:
@@ -323,10 +346,12 @@ def run_soak(workdir: Path, *, prompts: int = 3000, trials: int = 30, concurrenc
 
     return SoakResult(
         prompts=prompts, trials=trials, kills=kills, answers_lost=lost_total, answers_paid_twice=paid_twice,
+        kills_before_the_run_started=sum(t.killed and t.run_id is None for t in done_trials),
         unexplained_losses=unexplained,
         integrity_ok=all(t.integrity == "ok" for t in all_trials) and final_integrity == "ok",
-        ledger={**ledger, "simulator_requests": stats["requests"], "open_at_kills": open_at_kills,
-                "bound": f"{stats['requests']} <= {ledger.get('requests')} <= {stats['requests'] + open_at_kills}"},
+        ledger={**ledger, "simulator_requests": received, "simulator_connections": stats["requests"],
+                "open_at_kills": open_at_kills, "unsent_at_kills": unsent,
+                "max_unsent_at_a_kill": max((t.unsent_at_kill for t in all_trials), default=0)},
         sim={k: stats[k] for k in ("requests", "answered", "distinct_prompts_answered",
                                    "prompts_answered_more_than_once")},
         export_rows=len(rows), seconds=round(time.monotonic() - t_begin, 1),
@@ -353,15 +378,18 @@ def main() -> None:
                      seed=args.seed, verbose=args.verbose)
     print(f"prompts              {r.prompts}")
     print(f"trials               {r.trials}")
-    print(f"kills (SIGKILL)      {r.kills}")
-    print(f"answers lost         {r.answers_lost}   (sent by the simulator, not kept: all in flight at a kill;"
-          f" at most {r.max_lost_per_kill} at one kill, which held {r.max_leased_at_kill} at most)")
+    print(f"kills (SIGKILL)      {r.kills}   ({r.kills_before_the_run_started} during start-up, "
+          "before the run was recorded)")
+    print(f"answers lost         {r.answers_lost}   (sent by the simulator, not kept; every one in flight at a kill:"
+          f" at most {r.max_lost_per_kill} at one kill; a killed run held at most {r.max_leased_at_kill} jobs)")
     print(f"answers paid twice   {r.answers_paid_twice}   (of which not explained by a kill: {r.unexplained_losses})")
     print(f"export rows          {r.export_rows}   (each prompt exactly once)")
     print(f"integrity_check      {'ok' if r.integrity_ok else 'FAILED'}")
     led = r.ledger
-    print(f"ledger requests      {led.get('requests')}   simulator requests {led['simulator_requests']}   "
-          f"bound {led['bound']}   open reservations {led.get('requests_reserved')}")
+    print(f"ledger requests      {led.get('requests')} = simulator requests {led['simulator_requests']} + "
+          f"{led['unsent_at_kills']} reserved at a kill, never sent (at most {led['max_unsent_at_a_kill']} at one "
+          f"kill; {led['open_at_kills']} open at the kills in all); open reservations now "
+          f"{led.get('requests_reserved')}")
     print(f"seconds              {r.seconds}")
     print("problems             " + ("none" if not r.problems else "\n  " + "\n  ".join(r.problems)))
     sys.exit(1 if r.problems else 0)

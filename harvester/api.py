@@ -27,7 +27,7 @@ from .errors import HarvesterError
 from .hashing import content_hash
 from .prompts import JobSpec, plan
 from .store import Store
-from .quota import QuotaGuard, prices_for, utc_now
+from .quota import QuotaGuard, check_quota_config, prices_for, utc_now
 from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
@@ -114,6 +114,9 @@ class Harvester:
                   handle_signals: bool = True) -> RunResult:
         """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`)."""
         terms = check_terms(self.job.teacher)  # before anything is planned or sent
+        # Config errors before anything is written: a run refused for bad input leaves the store as it was.
+        self.job.teacher.api_key()
+        check_quota_config(self.job)
         summary = self.plan()
         store = self.store
         teacher = Teacher(self.job.teacher)

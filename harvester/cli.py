@@ -14,7 +14,10 @@ from rich.console import Console
 
 from .errors import ConfigError, HarvesterError
 
+# Never show locals in a crash's traceback: the teacher client's frames hold the API key (older typer
+# releases showed them by default).
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_show_locals=False,
                   help="Harvest a teacher model's answers for distillation: prompt sets in, a clean dataset "
                        "out; every request paid for at most once and every answer kept.\n\n"
                        "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 quota reached (resumable), "

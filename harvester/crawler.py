@@ -228,8 +228,20 @@ class Crawler:
         quota = self.quota
         reservation = None
         if quota is not None:
+            # Cancelling the await does not stop the thread, which commits the reservation anyway: on a
+            # cancel (a stopping run cancels tasks not yet sending), wait for it and release it, or it
+            # would stay reserved for good (an ended run's reservations are never expired).
+            reserving = asyncio.ensure_future(asyncio.to_thread(quota.reserve, job_id, worst_in,
+                                                                self.max_tokens))
             try:
-                reservation = await asyncio.to_thread(quota.reserve, job_id, worst_in, self.max_tokens)
+                reservation = await asyncio.shield(reserving)
+            except asyncio.CancelledError:
+                self.limiter.complete(permit, outcome="cancelled")
+                try:
+                    self.writer.put(quota.settlement(await reserving, None, None, sent=False))
+                except Exception:  # noqa: BLE001 - not reserved (e.g. QuotaExceeded): nothing to release
+                    pass
+                raise
             except BaseException:
                 self.limiter.complete(permit, outcome="cancelled")
                 raise
@@ -322,6 +334,7 @@ class Crawler:
     async def _join(self) -> None:
         """Register among the workers sharing the store and take a share of the limits; send nothing
         until every other live worker has counted us (or died), so that no limit is overshot."""
+        self.teacher.warm()  # not between the limiter's first admissions and the wire
         await self._beat()
         deadline = time.monotonic() + dead_after(self.job.lease_seconds)
         while self.peers.not_yet_counting_us() and not self._stopping and time.monotonic() < deadline:

@@ -77,9 +77,12 @@ def read_prompt_set(prompt_set: PromptSet) -> Iterator[Prompt]:
     text = _read_text(path)
     reader = {"jsonl": _read_jsonl, "yaml": _read_yaml, "csv": _read_csv}[kind]
     count = 0
-    for prompt in reader(text, str(path)):
-        count += 1
-        yield prompt
+    try:
+        for prompt in reader(text, str(path)):
+            count += 1
+            yield prompt
+    except RecursionError:  # JSON nested thousands deep, or a YAML alias that contains itself
+        raise PromptSourceError(f"{path}: nested too deeply (or a YAML alias refers to itself)") from None
     if count == 0:
         raise PromptSourceError(f"{path}: no prompts in this file")
 
@@ -106,8 +109,8 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
         raise PromptSourceError(f"{where}: expected an object with 'prompt' or 'messages', "
                                 f"got {type(row).__name__}")
     unknown = set(row) - ROW_KEYS
-    if unknown:
-        raise PromptSourceError(f"{where}: unknown key(s) {sorted(unknown)}; "
+    if unknown:  # YAML keys may be numbers: sort their text
+        raise PromptSourceError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
                                 f"allowed: {sorted(ROW_KEYS)}")
     if ("prompt" in row) == ("messages" in row):
         raise PromptSourceError(f"{where}: give exactly one of 'prompt' or 'messages'")
@@ -117,6 +120,10 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     metadata = row.get("metadata", {})
     if not isinstance(metadata, dict):
         raise PromptSourceError(f"{where}: 'metadata' must be an object")
+    try:  # the store keeps it as JSON: a YAML date or set would fail there, far from this line
+        json.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        raise PromptSourceError(f"{where}: 'metadata' must hold plain JSON values ({e})") from None
     if "id" in row:
         if not isinstance(row["id"], (str, int)):
             raise PromptSourceError(f"{where}: 'id' must be text or a number")
@@ -148,7 +155,10 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
 
 
 def _read_jsonl(text: str, name: str) -> Iterator[Prompt]:
-    for lineno, line in enumerate(text.splitlines(), 1):
+    # Only "\n" ends a JSONL line: str.splitlines() would also split on U+2028, U+0085 and other
+    # characters that JSON allows unescaped inside a string.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         where = f"{name}:{lineno}"
@@ -163,9 +173,16 @@ def _read_jsonl(text: str, name: str) -> Iterator[Prompt]:
 
 def _read_csv(text: str, name: str) -> Iterator[Prompt]:
     reader = csv.DictReader(io.StringIO(text))
-    fields = reader.fieldnames or []
-    if "prompt" not in fields and "messages" not in fields:
-        raise PromptSourceError(f"{name}:1: the header needs a 'prompt' or 'messages' column")
+    try:
+        fields = reader.fieldnames or []
+        if "prompt" not in fields and "messages" not in fields:
+            raise PromptSourceError(f"{name}:1: the header needs a 'prompt' or 'messages' column")
+        yield from _csv_rows(reader, name)
+    except csv.Error as e:  # e.g. a field longer than csv.field_size_limit(); in the row after the last read
+        raise PromptSourceError(f"{name}:{reader.line_num + 1}: not valid CSV ({e})") from None
+
+
+def _csv_rows(reader: csv.DictReader[str], name: str) -> Iterator[Prompt]:
     for row in reader:
         where = f"{name}:{reader.line_num}"
         data: dict[str, Any] = {}
@@ -221,8 +238,10 @@ def _read_yaml(text: str, name: str) -> Iterator[Prompt]:
     known = {"__line__", "system", "template", "variables", "templates", "prompts", "metadata"}
     unknown = set(doc) - known
     if unknown:
-        raise PromptSourceError(f"{name}:1: unknown key(s) {sorted(unknown)}")
+        raise PromptSourceError(f"{name}:1: unknown key(s) {sorted(map(str, unknown))}")
     system = doc.get("system")
+    if not isinstance(doc.get("templates") or [], list):
+        raise PromptSourceError(f"{name}:{doc['__line__']}: 'templates' must be a list")
     templates = list(doc.get("templates") or [])
     if "template" in doc:
         templates.insert(0, {k: doc[k] for k in ("template", "variables", "metadata", "__line__") if k in doc})
@@ -246,7 +265,7 @@ def _expand_template(t: Any, name: str, system: str | None) -> Iterator[Prompt]:
     where = f"{name}:{line}"
     unknown = set(t) - {"__line__", "template", "variables", "system", "metadata"}
     if unknown:
-        raise PromptSourceError(f"{where}: unknown key(s) {sorted(unknown)} in a template")
+        raise PromptSourceError(f"{where}: unknown key(s) {sorted(map(str, unknown))} in a template")
     template = t["template"]
     if not isinstance(template, str) or not template.strip():
         raise PromptSourceError(f"{where}: 'template' must be non-empty text")
@@ -265,7 +284,7 @@ def _expand_template(t: Any, name: str, system: str | None) -> Iterator[Prompt]:
     names = list(dict.fromkeys(fields))
     unused = set(variables) - set(names)
     if unused:
-        raise PromptSourceError(f"{where}: variable(s) {sorted(unused)} are not used in the template")
+        raise PromptSourceError(f"{where}: variable(s) {sorted(map(str, unused))} are not used in the template")
     values: list[list[str]] = []
     for n in names:
         v = variables[n]
@@ -274,7 +293,13 @@ def _expand_template(t: Any, name: str, system: str | None) -> Iterator[Prompt]:
             raise PromptSourceError(f"{where}: variable {n!r} needs a non-empty list of plain values")
         values.append([str(x) for x in v])
     metadata = _strip_lines(t.get("metadata") or {})
+    if not isinstance(metadata, dict):
+        raise PromptSourceError(f"{where}: 'metadata' must be an object")
     for combo in itertools.product(*values):
         bound = dict(zip(names, combo))
-        yield row_to_prompt({"prompt": template.format(**bound), "metadata": {**metadata, "vars": bound},
+        try:  # a format spec may name another field ({a:>{w}}) or not suit text ({a:d})
+            text = template.format(**bound)
+        except (KeyError, IndexError, ValueError, TypeError, AttributeError) as e:
+            raise PromptSourceError(f"{where}: bad template ({type(e).__name__}: {e})") from None
+        yield row_to_prompt({"prompt": text, "metadata": {**metadata, "vars": bound},
                              **({"system": t["system"]} if "system" in t else {})}, where, system)

@@ -79,19 +79,25 @@ class BudgetState:
         return max(0.0, self.limit - self.used - self.reserved)
 
 
+def check_quota_config(job: Job) -> None:
+    """The quota's config errors, raised before a run writes anything to the store."""
+    budgets = parse_budgets(job)
+    if budgets and job.teacher.max_tokens is None:
+        raise ConfigError("teacher.params.max_tokens: a quota needs max_tokens to bound each request's "
+                          "cost; set it rather than let harvester guess")
+    if any(b.metric == "usd" for b in budgets) and prices_for(job) is None:
+        raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
+                          "input_per_mtok and output_per_mtok")
+
+
 class QuotaGuard:
     """Reserve → send → settle, for one run. `clock` returns an aware UTC datetime (tests fake it)."""
 
     def __init__(self, job: Job, store: Store, run_id: int, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.job, self.store, self.run_id, self.clock = job, store, run_id, clock
+        check_quota_config(job)
         self.budgets = parse_budgets(job)
         self.prices = prices_for(job)
-        if self.budgets and job.teacher.max_tokens is None:
-            raise ConfigError("teacher.params.max_tokens: a quota needs max_tokens to bound each request's "
-                              "cost; set it rather than let harvester guess")
-        if any(b.metric == "usd" for b in self.budgets) and self.prices is None:
-            raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
-                              "input_per_mtok and output_per_mtok")
 
     @property
     def active(self) -> bool:

@@ -33,6 +33,7 @@ BETA_HARD, BETA_SOFT, RECOVER_PER_S = 0.7, 0.9, 0.03
 # last loss point, careful around it, brisker once clearly past it (the limit moved).
 LEARN_START_RPS, LEARN_MIN_RPS, LEARN_BETA = 4.0, 0.05, 0.8
 SS_GAIN, NEAR_GAIN, FAR_GAIN, PAST_GAIN = 1.0, 0.2, 0.01, 0.05
+LATENCY_SLACK = 0.05      # seconds of average latency above the unloaded baseline that are noise
 OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
 _NO_ENTRIES = (None, None, None, None)
@@ -277,7 +278,10 @@ class RateLimiter:
                 self._update_cap()
         if self._req.source != "learned":
             return
-        inflation = self._lat / self._lat_base if self._n_lat > 20 else 1.0
+        # Latency inflation counts only past an absolute slack: at a few milliseconds (a local teacher,
+        # a fast cache) doubling is scheduling noise, not a queue, and would throttle us for nothing.
+        queued = self._n_lat > 20 and self._lat - self._lat_base > LATENCY_SLACK
+        inflation = self._lat / self._lat_base if queued else 1.0
         if inflation > 2.0:     # queueing at the server: back off gently
             self._backoff(permit, now, hard=False)
             return

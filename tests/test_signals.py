@@ -1,0 +1,79 @@
+"""Signals: SIGINT and SIGTERM stop a run gracefully. No new request leaves after the signal, the
+answers in flight are recorded, the exit code is 130, and a rerun finishes the job with every prompt
+answered exactly once. The simulator's own log (with times) is the ground truth.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, popen_cli
+
+N = 160
+CONCURRENCY = 8
+LATENCY = 0.2           # long enough that requests are always in flight when the signal comes
+
+
+def _count(job: Path, sql: str) -> int:
+    try:
+        with sqlite3.connect(job.parent / "data" / "t.db", timeout=5) as c:
+            return c.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_gracefully_and_the_run_resumes(sig, sim_factory, make_job, tmp_path: Path) -> None:
+    log = tmp_path / "sim.jsonl"
+    sim = sim_factory(latency=LATENCY, log_path=str(log))
+    job = make_job(sim, n=N, teacher={"limits": {"max_concurrency": CONCURRENCY, "rpm": 60000},
+                                      "params": {"max_tokens": 400}},
+                   quota={"requests_total": 1_000_000})
+    proc = popen_cli("run", str(job), "--quiet")
+    try:
+        _wait_for(lambda: _count(job, "select count(*) from job where status = 'done'") >= 2 * CONCURRENCY)
+        t_signal = time.time()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    t_exit = time.time()
+    assert proc.returncode == 130, err
+    assert "rerun" in err
+    assert t_exit - t_signal < 10                       # it waited for what was in flight, no longer
+
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    received_after = [e for e in events if e["event"] == "received" and e["t"] > t_signal + 1.0]
+    answered_after = [e for e in events if e["event"] == "answered" and e["t"] > t_signal]
+    assert received_after == []                         # no new requests once the signal was handled
+    assert answered_after                               # there were answers in flight ...
+    stats = sim.stats()
+    done = _count(job, "select count(*) from job where status = 'done'")
+    assert done == stats["answered"] < N                # ... and every answer was recorded
+    assert _count(job, "select count(*) from attempt") == stats["requests"]
+    assert _count(job, "select count(*) from job where status = 'leased'") == 0     # leases handed back
+    assert _count(job, "select count(*) from run where exit_reason = 'interrupted' and ended_at is not null") == 1
+    quota = json.loads(cli("quota", str(job), "--json").stdout)["total"]
+    assert quota["requests_reserved"] == 0 and quota["requests"] == stats["requests"]
+
+    r = cli("run", str(job), "--quiet", timeout=120)    # resumable
+    assert r.returncode == 0, r.stderr
+    stats = sim.stats()
+    assert stats["answered"] == N and stats["distinct_prompts_answered"] == N
+    assert stats["prompts_answered_more_than_once"] == 0
+    assert _count(job, "select count(*) from job where status = 'done'") == N
