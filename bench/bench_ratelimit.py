@@ -92,7 +92,11 @@ def scenario(name: str, prompts: int) -> dict:
     ok = done == prompts and util >= bar_util and (share429 <= bar_429 if bar_429 else s["rate_limited"] == 0)
     return {"scenario": title, "done": f"{done}/{prompts}", "requests": s["requests"], "429s": s["rate_limited"],
             "429_share": round(share429, 4), "span_s": round(span, 2), "ideal_s": round(ideal, 2),
-            "utilization": round(util, 3), "bar": f">= {bar_util}, 429s {'0' if not bar_429 else f'<= {bar_429:.0%}'}",
+            "utilization": round(util, 3),
+            # Every request, retries of 5xx included, takes a slot of the limit: a run can reach at most
+            # prompts / requests of the ideal. request_utilization is the share of the limit used at all.
+            "ceiling": round(prompts / s["requests"], 3),
+            "request_utilization": round(s["requests"] / (span * RPM / 60), 3) if span > 0 else 0.0, "bar": f">= {bar_util}, 429s {'0' if not bar_429 else f'<= {bar_429:.0%}'}",
             "meets_bar": ok}
 
 

@@ -99,15 +99,12 @@ class Harvester:
     def plan(self) -> PlanSummary:
         """Read the prompt sets and add their jobs to the store (idempotent: existing jobs stay)."""
         digest = hashlib.sha256()
-        count = 0
         for spec in plan(self.job):  # first pass: validate every file and key the plan
             digest.update(spec.id.encode())
-            count += 1
         plan_key = digest.hexdigest()[:32]
-        if self.store.get_meta("plan_key") == plan_key:
-            return PlanSummary(plan_key, count, 0)
-        new = self.store.plan(plan(self.job), plan_key)
-        return PlanSummary(plan_key, count, new)
+        new = 0 if self.store.get_meta("plan_key") == plan_key else self.store.plan(plan(self.job), plan_key)
+        # A prompt repeated in the files is one job: count what the store holds, not what was read.
+        return PlanSummary(plan_key, self.store.count_jobs(plan_key), new)
 
     # --- run ----------------------------------------------------------------------------
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,

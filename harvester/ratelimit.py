@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -33,6 +34,9 @@ BETA_HARD, BETA_SOFT, RECOVER_PER_S = 0.7, 0.9, 0.03
 # last loss point, careful around it, brisker once clearly past it (the limit moved).
 LEARN_START_RPS, LEARN_MIN_RPS, LEARN_BETA = 4.0, 0.05, 0.8
 SS_GAIN, NEAR_GAIN, FAR_GAIN, PAST_GAIN = 1.0, 0.2, 0.01, 0.05
+# Learned limits: 503s and timeouts mean congestion when they come in bursts (FAULT_BURST of the last
+# FAULT_WINDOW outcomes); a server's steady background of faults (say 1 in 100) is not a rate signal.
+FAULT_WINDOW, FAULT_BURST = 50, 3
 LATENCY_SLACK = 0.05      # seconds of average latency above the unloaded baseline that are noise
 OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
@@ -95,6 +99,7 @@ class RateLimiter:
         self._f_t0, self._recovering = now, False
         self._epoch = 0                     # seq at the last decrease: older permits are the same episode
         self._strikes = 0                   # decrease episodes since the last success
+        self._faults: deque[bool] = deque(maxlen=FAULT_WINDOW)  # recent outcomes: True = 503/timeout
         self._rps, self._loss_rps, self._slow_start = LEARN_START_RPS, 0.0, True   # learned mode (AIMD)
         self._lat: float | None = None      # EWMA of latency (~ the last 20 requests)
         self._lat_base = math.inf           # lowest _lat seen, drifting up slowly: "unloaded" latency
@@ -174,7 +179,12 @@ class RateLimiter:
             ra = retry_after if retry_after is not None else (parse_retry_after(h, self._wall()) if h else None)
             if ra is not None:
                 self._paused_until = max(self._paused_until, now + ra)
-            self._backoff(permit, now, hard=True)
+            # Against known limits a 503 or a timeout is the server's fault, not our rate: backing off
+            # would only slow the harvest (a 2% 5xx rate would hold it far below the limit). Where the
+            # limits are being learned, it is the congestion signal AIMD needs.
+            self._faults.append(True)
+            if self._req.source == "learned" and sum(self._faults) >= FAULT_BURST:
+                self._backoff(permit, now, hard=True)
         elif outcome == "ok":
             self._on_success(permit, latency, now)
 
@@ -261,6 +271,7 @@ class RateLimiter:
 
     def _on_success(self, permit: Permit, latency: float | None, now: float) -> None:
         self._strikes = 0
+        self._faults.append(False)
         if latency is not None and latency >= 0.0:
             # Single LLM latencies vary a lot; their ~20-sample average does not, unless requests
             # queue at the server (vLLM/Ollama past their batch capacity): then it climbs.

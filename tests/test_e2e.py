@@ -151,3 +151,12 @@ def test_export_formats_load_with_datasets(sim, make_job, fmt) -> None:
     import datasets
     ds = datasets.load_dataset("json", data_files=str(out / "train.jsonl"), split="train")
     assert len(ds) == 5
+
+
+def test_a_prompt_repeated_in_the_file_is_one_job(sim, make_job) -> None:
+    job = make_job(sim, n=3)
+    with (job.parent / "prompts.jsonl").open("a") as f:
+        f.write('{"prompt": "Question number 0: explain topic 0 briefly."}\n')  # the same as line 1
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stderr
+    assert "job: 3/3 done" in r.stdout and sim.stats()["requests"] == 3

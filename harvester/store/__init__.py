@@ -395,6 +395,10 @@ class Store:
                 "errors_by_kind": errors, "failed_by_kind": failed,
                 "last_run": dict(runs) if runs else None, "workers": workers}
 
+    def count_jobs(self, plan_key: str) -> int:
+        with self.read() as conn:
+            return conn.execute(sa.select(sa.func.count()).where(J.c.plan_key == plan_key)).scalar() or 0
+
     def iter_records(self, plan_key: str | None = None, samples: str = "all",
                      batch: int = 2000) -> Iterator[Record]:
         """Answered jobs in plan order, streamed in batches (server-side cursor where there is one)."""
