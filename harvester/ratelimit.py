@@ -39,6 +39,9 @@ SS_GAIN, NEAR_GAIN, FAR_GAIN, PAST_GAIN = 1.0, 0.2, 0.01, 0.05
 FAULT_WINDOW, FAULT_BURST = 50, 3
 LATENCY_SLACK = 0.05      # seconds of average latency above the unloaded baseline that are noise
 OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
+# Workers sharing a limit (set_share < 1) each stretch their hard window by this: their requests reach
+# the provider with independent delays, so together they need headroom one process's stream does not.
+SHARED_JITTER = 0.025
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
 _NO_ENTRIES = (None, None, None, None)
 _HEADER_SPECS = (  # (dimension, limit, remaining, reset); `limit` values are per minute
@@ -260,14 +263,14 @@ class RateLimiter:
             self._f = self._f0 = max(0.05, self._f * (BETA_HARD if hard else BETA_SOFT))
             self._f_t0, self._recovering = max(now, self._paused_until), True
             for _, d in self._active:
-                d.set_rate(self._f * self._share, self._pace, now)
+                self._set_rate(d, self._f, now)
 
     def _recover(self, now: float) -> None:
         f = min(1.0, self._f0 * math.exp(RECOVER_PER_S * max(0.0, now - self._f_t0)))
         if f >= 1.0 or f - self._f >= 0.005:
             self._f, self._recovering = f, f < 1.0
             for _, d in self._active:
-                d.set_rate(f * self._share, self._pace, now)
+                self._set_rate(d, f, now)
 
     def _on_success(self, permit: Permit, latency: float | None, now: float) -> None:
         self._strikes = 0
@@ -312,7 +315,7 @@ class RateLimiter:
     def _set_learned(self, now: float) -> None:
         if self._req.source == "learned":
             self._req.limit = self._req.learned = self._rps * 60.0
-            self._req.set_rate(self._share, self._pace, now)
+            self._set_rate(self._req, 1.0, now)
             self._update_cap()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -324,7 +327,7 @@ class RateLimiter:
         active = []
         for i, d in enumerate(self._dims):
             if d.resolve():
-                d.set_rate((1.0 if d.source == "learned" else self._f) * self._share, self._pace, now)
+                self._set_rate(d, 1.0 if d.source == "learned" else self._f, now)
                 active.append((i, d))
         self._active = tuple(active)
         self._update_cap()
@@ -357,6 +360,9 @@ class RateLimiter:
         `remaining` headers (they already count every worker's usage, so they cap this worker's
         bucket as they are), pauses after a 429 (the server's word, for everyone), and a learned
         concurrency cap (derived from this worker's own throughput, which the share already scales).
+        Below 1, the hard window also stretches by SHARED_JITTER (~2.5 % of the rate): N processes'
+        requests reach the provider with independent delays, and must not add up to one too many
+        in any of its one-second windows.
         """
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"share must be in (0, 1], not {fraction!r}")
@@ -367,8 +373,13 @@ class RateLimiter:
             self._recover(now)
         self._share = fraction
         for _, d in self._active:
-            d.set_rate((1.0 if d.source == "learned" else self._f) * fraction, self._pace, now)
+            self._set_rate(d, 1.0 if d.source == "learned" else self._f, now)
         self._update_cap()
+
+    def _set_rate(self, d: PacedWindow, factor: float, now: float) -> None:
+        d.set_rate(factor * self._share, self._pace, now)
+        if self._share < 1.0:
+            d.wlen += SHARED_JITTER
 
     @property
     def share(self) -> float:

@@ -7,6 +7,7 @@ this module only decides what a failure means: retry it, record it as permanent,
 from __future__ import annotations
 
 import json
+import importlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,10 @@ class Teacher:
         so that it does not delay the first requests between the limiter's admission and the wire.
         No network."""
         _ = self._client.chat.completions.with_raw_response.create
+        try:  # httpcore's asyncio backend, loaded at the first connection
+            importlib.import_module("anyio._backends._asyncio")
+        except ImportError:
+            pass
 
     def scrub(self, text: str) -> str:
         """Remove the key from any text that came back from the server (some echo it)."""

@@ -24,6 +24,7 @@ from conftest import cli, popen_cli
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.store import AnswerRow, AttemptRow, FailureRow, Store
+from workerprocs import start_workers
 
 PG_URL = os.environ.get("HARVESTER_TEST_PG_URL")
 if not PG_URL and os.environ.get("CI"):
@@ -132,7 +133,7 @@ def test_store_plans_claims_records_and_streams(pg_url: str, tmp_path: Path) -> 
     cursors: list[Any] = []
     sa.event.listen(store.engine, "after_cursor_execute", lambda *args: cursors.append(args[1]))
     [rec] = list(store.iter_records("p1", batch=5))
-    assert rec.answer == "answer é ✓" and rec.metadata == {"i": int(rec.messages[0]["content"][1:])}
+    assert rec.job_id == a[0].id and rec.answer == "answer é ✓" and rec.messages[0]["content"].startswith("q")
     import psycopg
     assert any(isinstance(c, psycopg.ServerCursor) for c in cursors)     # streamed, not fetched whole
     store.close()
@@ -177,7 +178,7 @@ def test_four_workers_share_one_queue_and_one_rate_limit(sim_factory, make_job, 
     sim = sim_factory(rpm=rpm)
     job = make_job(sim, n=n, store=pg_url, teacher={"limits": {"rpm": rpm, "max_concurrency": 16}})
     assert cli("run", str(job), "--dry-run").returncode == 0  # plan once (planning concurrently is tested above)
-    procs = [popen_cli("run", str(job), "--quiet") for _ in range(4)]
+    procs = start_workers(job.parent, 4, "run", str(job), "--quiet")
     assert finish(procs) == [0, 0, 0, 0]
     stats = sim.stats()
     assert stats["distinct_prompts_answered"] == n and stats["prompts_answered_more_than_once"] == 0
@@ -214,7 +215,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(si
     job = make_job(sim, n=n, store=pg_url, lease_seconds=2,
                    teacher={"limits": {"rpm": rpm, "max_concurrency": 12}})
     assert cli("run", str(job), "--dry-run").returncode == 0
-    procs = [popen_cli("run", str(job), "--quiet") for _ in range(3)]
+    procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
     store = Store(pg_url)
 
     def done() -> int:
@@ -248,7 +249,7 @@ def test_status_lists_live_workers_and_their_shares_are_redivided(sim_factory, m
     sim = sim_factory(rpm=600, latency=0.01)
     job = make_job(sim, n=3000, store=pg_url, teacher={"limits": {"rpm": 600}})
     assert cli("run", str(job), "--dry-run").returncode == 0
-    procs = [popen_cli("run", str(job), "--quiet") for _ in range(3)]
+    procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
     try:
         def shares(k: int) -> list[dict[str, Any]] | None:
             w = status(job)["workers"]

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from conftest import cli, popen_cli
-from harvester.ratelimit import Permit, RateLimiter
+from conftest import cli
+from harvester.ratelimit import SHARED_JITTER, Permit, RateLimiter
 from harvester.workers import Peers, dead_after, heartbeat_interval, origin, process_gone
+from workerprocs import start_workers
 
 
 class FakeClock:
@@ -30,11 +31,11 @@ def limiter(clock: FakeClock, **kw) -> RateLimiter:
     return RateLimiter(clock=clock, wall_clock=lambda: 1_700_000_000.0, **kw)
 
 
-def max_per_second(times: list[float]) -> int:
+def max_per_second(times: list[float], width: float = 1.0) -> int:
     times = sorted(times)
     best = lo = 0
     for hi, t in enumerate(times):
-        while times[lo] <= t - 1.0:
+        while times[lo] <= t - width:
             lo += 1
         best = max(best, hi - lo + 1)
     return best
@@ -93,8 +94,9 @@ def test_n_workers_with_a_share_each_stay_within_the_limit_together(n: int) -> N
     for rl in limiters:
         rl.set_share(1 / n)
     times = run_together(limiters, clock, 30.0)
-    assert max_per_second(times) <= 40
-    assert len(times) >= 0.9 * 40 * 30 * (n * (40 // n) / 40)         # and they use it (floor of the share)
+    # Within the limit, with headroom for their requests' independent delays on the way there.
+    assert max_per_second(times, width=1.0 + SHARED_JITTER) <= 40
+    assert len(times) >= 0.95 * 30 * n * (40 // n) / (1.0 + SHARED_JITTER)   # and they use it
 
 
 def test_header_limits_are_scaled_but_remaining_is_not_scaled_again() -> None:
@@ -219,7 +221,7 @@ def test_three_processes_on_one_sqlite_store_share_the_rate_limit(sim_factory, m
     sim = sim_factory(rpm=rpm)
     job = make_job(sim, n=n, teacher={"limits": {"rpm": rpm, "max_concurrency": 8}})
     assert cli("run", str(job), "--dry-run").returncode == 0
-    procs = [popen_cli("run", str(job), "--quiet") for _ in range(3)]
+    procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
     codes = [p.wait(timeout=120) for p in procs]
     for p in procs:
         p.communicate()
