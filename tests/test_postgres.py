@@ -24,7 +24,7 @@ from conftest import cli, popen_cli
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.store import AnswerRow, AttemptRow, FailureRow, Store
-from workerprocs import start_workers
+from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
 
 PG_URL = os.environ.get("HARVESTER_TEST_PG_URL")
 if not PG_URL and os.environ.get("CI"):
@@ -173,9 +173,9 @@ def test_concurrent_processes_open_bind_and_plan_without_deadlocks(pg_url: str, 
 
 
 # --- many workers --------------------------------------------------------------------------------
-def test_four_workers_share_one_queue_and_one_rate_limit(sim_factory, make_job, pg_url: str) -> None:
+def test_four_workers_share_one_queue_and_one_rate_limit(sim_process, make_job, pg_url: str) -> None:
     n, rpm = 600, 2400                                        # 40 requests/s, enforced per second
-    sim = sim_factory(rpm=rpm)
+    sim = sim_process(rpm=rpm)
     job = make_job(sim, n=n, store=pg_url, teacher={"limits": {"rpm": rpm, "max_concurrency": 16}})
     assert cli("run", str(job), "--dry-run").returncode == 0  # plan once (planning concurrently is tested above)
     procs = start_workers(job.parent, 4, "run", str(job), "--quiet")
@@ -208,10 +208,10 @@ def test_four_workers_never_exceed_a_shared_token_budget(sim_factory, make_job, 
     assert report["total"]["requests_reserved"] == 0
 
 
-def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(sim_factory, make_job,
+def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(sim_process, make_job,
                                                                             pg_url: str) -> None:
     n, rpm = 360, 1800                                        # 30 requests/s: ~12 s of work
-    sim = sim_factory(rpm=rpm, latency=0.05)
+    sim = sim_process(rpm=rpm, latency=0.05)
     job = make_job(sim, n=n, store=pg_url, lease_seconds=2,
                    teacher={"limits": {"rpm": rpm, "max_concurrency": 12}})
     assert cli("run", str(job), "--dry-run").returncode == 0
@@ -245,8 +245,8 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(si
     store.close()
 
 
-def test_status_lists_live_workers_and_their_shares_are_redivided(sim_factory, make_job, pg_url: str) -> None:
-    sim = sim_factory(rpm=600, latency=0.01)
+def test_status_lists_live_workers_and_their_shares_are_redivided(sim_process, make_job, pg_url: str) -> None:
+    sim = sim_process(rpm=600, latency=0.01)
     job = make_job(sim, n=3000, store=pg_url, teacher={"limits": {"rpm": 600}})
     assert cli("run", str(job), "--dry-run").returncode == 0
     procs = start_workers(job.parent, 3, "run", str(job), "--quiet")

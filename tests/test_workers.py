@@ -15,7 +15,7 @@ import pytest
 from conftest import cli
 from harvester.ratelimit import SHARED_JITTER, Permit, RateLimiter
 from harvester.workers import Peers, dead_after, heartbeat_interval, origin, process_gone
-from workerprocs import start_workers
+from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
 
 
 class FakeClock:
@@ -216,9 +216,9 @@ def test_a_process_gone_on_this_machine_is_dead_at_once() -> None:
 
 
 # --------------------------------------------------------------------------- processes on SQLite
-def test_three_processes_on_one_sqlite_store_share_the_rate_limit(sim_factory, make_job) -> None:
+def test_three_processes_on_one_sqlite_store_share_the_rate_limit(sim_process, make_job) -> None:
     n, rpm = 200, 2400
-    sim = sim_factory(rpm=rpm)
+    sim = sim_process(rpm=rpm)
     job = make_job(sim, n=n, teacher={"limits": {"rpm": rpm, "max_concurrency": 8}})
     assert cli("run", str(job), "--dry-run").returncode == 0
     procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
