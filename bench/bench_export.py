@@ -1,10 +1,12 @@
 """Export end to end: store → filters → exact dedup → near-dup → split → JSONL + Parquet + HF + card.
 
-    python bench/bench_export.py [--rows 100000 1000000]
+    python bench/bench_export.py [--rows 100000 1000000] [--workers 1 auto]
 
 Each size: a generated corpus (bench_dedup.Corpus: planted near-duplicates, short texts) is loaded into
-a SQLite store through the store's API (not timed), then `Harvester.export()` runs in a fresh process.
-Printed: rows/s of the whole export, peak RSS, and peak-RSS growth per row between the sizes.
+a SQLite store through the store's API (not timed), then `Harvester.export()` runs in a fresh process,
+once per `--workers` setting (1: one process; auto: the default, one per CPU), side by side on the
+same store. Printed: rows/s of the whole export, the speed-up over one process, peak RSS of the export
+process and of its largest worker, and peak-RSS growth per row between the sizes.
 """
 
 from __future__ import annotations
@@ -57,13 +59,16 @@ def load(n: int, folder: Path) -> None:
     h.store.set_meta("plan_key", "bench")
 
 
-def export(folder: Path) -> dict:
+def export(folder: Path, workers: str) -> dict:
     from harvester import Harvester
     from harvester.config import job_from_dict
 
     import datasets  # noqa: F401  (import cost is not the export's)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    h = Harvester(job_from_dict(job_dict(folder), base=folder))
+    job = job_dict(folder)
+    if workers != "auto":
+        job["export"]["workers"] = int(workers)
+    h = Harvester(job_from_dict(job, base=folder))
     t0 = time.perf_counter()
     h.export()
     seconds = time.perf_counter() - t0
@@ -71,42 +76,55 @@ def export(folder: Path) -> dict:
     return {"selected": r.selected, "kept": r.kept, "dropped": dict(r.dropped), "seconds": round(seconds, 2),
             "rows_per_s": round(r.selected / seconds), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024,
-            "near_dup_clusters": r.near_dup_clusters}
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "workers": r.workers, "near_dup_clusters": r.near_dup_clusters}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--workers", nargs="+", default=["1", "auto"], help="export.workers settings to compare")
+    ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        mode, n, folder = args.worker
+        mode, n, folder, workers = args.worker
         if mode == "load":
             load(int(n), Path(folder))
         else:
-            print(json.dumps(export(Path(folder))))
+            print(json.dumps(export(Path(folder), workers)))
         return
-    results = {}
+    results: dict[tuple[int, str], dict] = {}
     for n in args.rows:
         folder = Path(tempfile.mkdtemp(prefix=f"bench-export-{n}-"))
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--worker", "load", str(n), str(folder)], check=True)
+        subprocess.run([sys.executable, __file__, "--worker", "load", str(n), str(folder), "-"], check=True)
         load_s = time.perf_counter() - t0
-        out = subprocess.run([sys.executable, __file__, "--worker", "export", str(n), str(folder)], check=True,
-                             capture_output=True, text=True).stdout
-        res = json.loads(out.strip().splitlines()[-1])
-        res["load_s"] = round(load_s, 1)
-        results[n] = res
-        print(json.dumps({"rows": n, **res}), flush=True)
+        for w in args.workers:
+            out = subprocess.run([sys.executable, __file__, "--worker", "export", str(n), str(folder), w],
+                                 check=True, capture_output=True, text=True).stdout
+            res = json.loads(out.strip().splitlines()[-1])
+            res["load_s"] = round(load_s, 1)
+            results[n, w] = res
+            print(json.dumps({"rows": n, "workers_setting": w, **res}), flush=True)
         subprocess.run(["rm", "-rf", str(folder)])
-    sizes = sorted(results)
-    if len(sizes) >= 2:
-        a, b = sizes[0], sizes[-1]
-        growth = (results[b]["rss_growth_mb"] - results[a]["rss_growth_mb"]) * 1024 * 1024 / (b - a)
-        print(f"peak-RSS growth per row from {a:,} to {b:,} rows: {growth:.0f} B/row (bar: <= 1024 B/row; "
-              f"the near-dup index alone is ~170 B/row, the exact-dedup set ~80-100 B/row)")
+    sizes = sorted(args.rows)
+    for w in args.workers:
+        if len(sizes) >= 2:
+            a, b = sizes[0], sizes[-1]
+            ra, rb = results[a, w], results[b, w]
+            growth = (rb["rss_growth_mb"] - ra["rss_growth_mb"]) * 1024 * 1024 / (b - a)
+            workers = rb["workers"]
+            both = growth + workers * max(0.0, rb["worker_peak_rss_mb"] - ra["worker_peak_rss_mb"]) * 1024 * 1024 / (b - a)
+            print(f"workers={w}: peak-RSS growth per row from {a:,} to {b:,} rows: export process {growth:.0f} B/row"
+                  + (f"; with its {workers} workers' peaks added {both:.0f} B/row" if workers > 1 else "")
+                  + " (bar: <= 1024 B/row)")
     for n in sizes:
-        print(f"{n:>9,} rows: {results[n]['rows_per_s']:,} rows/s end to end (bar: >= 8,000)")
+        line = ", ".join(f"workers={w} ({results[n, w]['workers']} processes): {results[n, w]['rows_per_s']:,} rows/s"
+                         for w in args.workers)
+        base = results[n, args.workers[0]]["rows_per_s"]
+        ratios = ", ".join(f"{results[n, w]['rows_per_s'] / base:.2f}x" for w in args.workers[1:])
+        print(f"{n:>9,} rows: {line}" + (f"; ratio to workers={args.workers[0]}: {ratios}" if ratios else "")
+              + " (bar: >= 8,000 rows/s)")
 
 
 if __name__ == "__main__":

@@ -236,14 +236,17 @@ class Harvester:
         s["workers"] = [w for w in s["workers"] if not process_gone(w)]  # killed on this machine
         return {"job": self.job.name, "store": self.store.describe(), **s}
 
-    def export(self, out: str | Path | None = None, format: str | None = None) -> "datasets.Dataset":
-        """Write the dataset folder (see the README's export layout) and return its train split."""
+    def export(self, out: str | Path | None = None, format: str | None = None,
+               workers: int | None = None) -> "datasets.Dataset":
+        """Write the dataset folder (see the README's export layout) and return its train split.
+        `workers` overrides export.workers (processes for the first pass)."""
         import datasets
 
         from .export.card import render_card
         from .export.pipeline import run_export
+        from .export.source import StoreSource
 
-        cfg = self.job.export
+        cfg = self.job.export if workers is None else self.job.export.model_copy(update={"workers": workers})
         target = Path(out) if out is not None else cfg.out
         assert target is not None
         store = self.store
@@ -255,8 +258,8 @@ class Harvester:
                                report=report.as_dict(), provenance=provenance, cost=self._cost(provenance),
                                version=__version__)
 
-        self.last_export = run_export(lambda: store.iter_records(plan_key, samples=cfg.samples), target, cfg,
-                                      fmt=format, name=self.job.name, card=card)
+        source = StoreSource(store.url, plan_key, cfg.samples, store)
+        self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card)
         return datasets.load_from_disk(str(target / "hf"))["train"]
 
     def _cost(self, provenance: dict[str, Any]) -> dict[str, Any] | None:

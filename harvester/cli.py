@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,10 @@ def _guard(fn: Callable[[], int | None]) -> None:
         err.print("interrupted")
         code = 130
     raise typer.Exit(code)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _harvester(job: Path) -> Any:
@@ -112,14 +117,17 @@ def quota(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", help
 @app.command()
 def export(job: Path = JobArg,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
-           fmt: Optional[str] = typer.Option(None, "--format", help="openai | alpaca | sharegpt | trl")) -> None:
+           fmt: Optional[str] = typer.Option(None, "--format", help="openai | alpaca | sharegpt | trl"),
+           workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64,
+                                                 help="processes for the first pass (default: export.workers)")) -> None:
     """Write JOB's answers as a training dataset: JSONL files and a HF dataset (save_to_disk)."""
     def go() -> None:
         from .display import export_table
+        signal.signal(signal.SIGTERM, _interrupt)   # clean up the half-written folder, as on Ctrl-C
         if fmt is not None and fmt not in ("openai", "alpaca", "sharegpt", "trl"):
             raise ConfigError(f"--format: unknown format {fmt!r}; choose openai, alpaca, sharegpt or trl")
         h = _harvester(job)
-        h.export(out_dir, fmt)
+        h.export(out_dir, fmt, workers)
         out.print(export_table(h.last_export))
     _guard(go)
 

@@ -115,7 +115,8 @@ def export_table(report: Any) -> Table:
         table.add_row(f"  eval set hit: {name}", "", str(n))
     for split, n in sorted(report.rows.items()):
         table.add_row(f"written: {split}", str(n), "")
-    table.caption = "rejected rows and their reasons: rejected.jsonl; provenance: README.md"
+    table.caption = "rejected rows and their reasons: rejected.jsonl; provenance: README.md" + \
+        (f"; first pass in {report.workers} processes" if report.workers > 1 else "")
     return table
 
 

@@ -15,6 +15,7 @@ from harvester.config import job_from_dict
 from harvester.export.formats import validate_openai_row
 from harvester.hashing import content_hash
 from harvester.prompts import JobSpec
+from harvester.export.source import StoreSource
 from harvester.store import AnswerRow, Store
 
 ANSWERS = {
@@ -137,4 +138,51 @@ def test_decontamination_drops_rows_sharing_an_eval_ngram(tmp_path: Path) -> Non
 def test_filters_and_dedup_can_be_switched_off(tmp_path: Path) -> None:
     h = fill_store(tmp_path, corpus(), filters={"enabled": False}, dedup=False)
     h.export()
-    assert h.last_export.rows["train"] == 67 and not h.last_export.dropped
+    assert h.last_export.rows["train"] == 67 and not h.last_export.dropped and not h.last_export.steps
+
+
+@pytest.mark.parametrize("start", ["default", "spawn"])
+def test_worker_processes_write_the_same_files_as_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              start: str) -> None:
+    # duplicates whose first copy sits in another slice than the copy to drop
+    rows = corpus()
+    rows += [(rows[i][0].upper(), rows[i][1], None) for i in range(0, 60, 7)]                 # exact
+    rows += [(f"Close {i}?", rows[i][1] + " Indeed so.", None) for i in range(3, 60, 11)]     # near
+    words = " ".join(f"word{9 * 31 + k}" for k in range(30))
+    (tmp_path / "evals.jsonl").write_text(json.dumps({"q": words}) + "\n")
+    settings = {"test_size": 0.25, "decontaminate": {"evals": ["evals.jsonl"]}}
+    one = fill_store(tmp_path, rows, **settings)
+    one.export(out=tmp_path / "one")
+    assert one.last_export.workers == 1                                # small: no processes by default
+    many = Harvester(job_from_dict({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
+                                    "prompts": [{"path": "unused.jsonl"}],
+                                    "export": {**settings, "workers": 3}}, base=tmp_path))
+    if start == "spawn":   # what a process with threads gets (fork is only used without them)
+        monkeypatch.setattr("harvester.export.pipeline.start_method", lambda: "spawn")
+    many.export(out=tmp_path / "many")
+    assert many.last_export.workers == 3
+    dropped = many.last_export.dropped
+    assert dropped["exact_duplicate"] == 1 + 9 and dropped["near_duplicate"] == 1 + 6
+    assert dropped["contaminated:evals"] == 1
+    for name in ("train.jsonl", "test.jsonl", "rejected.jsonl", "dataset_info.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
+    stats = [json.loads((tmp_path / d / "stats.json").read_text()) for d in ("one", "many")]
+    assert stats[0].pop("out") != stats[1].pop("out") and stats[0] == stats[1]
+
+
+def _opened_in_child(source: StoreSource) -> tuple[bool, int]:
+    inherited = source.store
+    store = source._open()
+    return store is not inherited, sum(1 for _ in source.records())
+
+
+def test_a_forked_worker_opens_the_store_afresh_instead_of_using_its_parents_connection(tmp_path: Path) -> None:
+    import multiprocessing
+
+    h = fill_store(tmp_path, corpus())
+    source = StoreSource(h.store.url, "p1", "all", h.store)
+    assert sum(1 for _ in source.records()) == len(corpus())          # the parent's connection is in use
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        fresh, rows = pool.apply(_opened_in_child, (source,))
+    assert fresh and rows == len(corpus())
+    assert source._open() is h.store                                   # the parent keeps its own

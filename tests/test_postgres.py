@@ -77,9 +77,12 @@ def exported(job: Path, url: str, n: int) -> None:
     ids = [r.job_id for r in store.iter_records(batch=50)]
     store.close()
     assert len(ids) == len(set(ids)) == n
-    r = cli("export", str(job))
+    r = cli("export", str(job), "--workers", "1")
     assert r.returncode == 0, r.stderr
-    assert (job.parent / "data" / "t" / "train.jsonl").exists()
+    r = cli("export", str(job), "--workers", "2", "--out", str(job.parent / "data" / "t2"))   # slices in 2 processes
+    assert r.returncode == 0, r.stderr
+    one, two = (job.parent / "data" / d / "train.jsonl" for d in ("t", "t2"))
+    assert one.read_text() and one.read_text() == two.read_text()
 
 
 def finish(procs: list[Any], timeout: float = 90) -> list[int]:

@@ -6,6 +6,7 @@ answered exactly once. The simulator's own log (with times) is the ground truth.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import time
@@ -77,3 +78,62 @@ def test_signal_stops_gracefully_and_the_run_resumes(sig, sim_factory, make_job,
     assert stats["answered"] == N and stats["distinct_prompts_answered"] == N
     assert stats["prompts_answered_more_than_once"] == 0
     assert _count(job, "select count(*) from job where status = 'done'") == N
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "a worker SIGKILLed"])
+def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_nothing(sig, tmp_path: Path) -> None:
+    import yaml
+
+    from test_export import fill_store
+
+    words = [f"w{i}" for i in range(4000)]
+    rows = [(f"Question {i}?", " ".join(words[(i * 7 + k * 13) % 4000] for k in range(3000)), None)
+            for i in range(1500)]                                 # long answers: a first pass of seconds
+    fill_store(tmp_path, rows).store.close()
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
+                                   "prompts": [{"path": "unused.jsonl"}]}))
+    out = tmp_path / "data" / "ex"
+    out.mkdir(parents=True)
+    (out / "train.jsonl").write_text("the last export\n")
+    proc = popen_cli("export", str(job), "--workers", "2")
+    try:
+        _wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None)   # first pass running
+        assert proc.poll() is None, proc.communicate()[1]
+        workers = _children(proc.pid)
+        if sig == signal.SIGKILL:                                # e.g. the OOM killer
+            os.kill(workers[0], sig)
+        else:
+            proc.send_signal(sig)
+        if sig == signal.SIGINT:                                 # Ctrl-C reaches the whole process group
+            for pid in workers:
+                os.kill(pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    if sig == signal.SIGKILL:
+        assert proc.returncode == 1 and "worker process" in err and "--workers 1" in err, err
+        assert "Traceback" not in err
+    else:
+        assert proc.returncode == 130, err
+    assert (out / "train.jsonl").read_text() == "the last export\n"
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".ex-")]   # no half-written folder
+    _wait_for(lambda: not any(map(_running, workers)), timeout=10)                    # no worker left behind

@@ -208,9 +208,17 @@ class NearDupIndex:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        flat, offs = batch_shingles([word_hashes(t) for t in self._pending], self.cfg.shingle)
+        if self._pending:
+            self.add_signatures(np.asarray(self._pending_seq, np.int64), self.signatures(self._pending))
+        self._pending.clear()
+        self._pending_seq.clear()
+
+    def signatures(self, texts: list[str]) -> np.ndarray:
+        """The (bands, len(texts)) uint64 band hashes of `texts`: what `add` keeps of a row.
+        Pure and deterministic for a config, so other processes can compute them."""
+        if not texts:
+            return np.empty((self.cfg.bands, 0), _U64)
+        flat, offs = batch_shingles([word_hashes(t) for t in texts], self.cfg.shingle)
         tmp = np.empty_like(flat)
         sig = np.empty((len(self._a), len(offs)), _U64)
         for j in range(len(self._a)):  # one vector op per permutation over the whole batch
@@ -218,11 +226,16 @@ class NearDupIndex:
             tmp += self._b[j]
             np.minimum.reduceat(tmp, offs, out=sig[j])
         sig = sig.reshape(self.cfg.bands, self.cfg.rows, len(offs))
-        bands = (sig * self._band_coef[None, :, None]).sum(axis=1, dtype=_U64)
-        self._chunks.append(_mix(bands))
-        self._seq_chunks.append(np.asarray(self._pending_seq, np.int64))
-        self._pending.clear()
-        self._pending_seq.clear()
+        return _mix((sig * self._band_coef[None, :, None]).sum(axis=1, dtype=_U64))
+
+    def add_signatures(self, seqs: np.ndarray, bands: np.ndarray) -> None:
+        """Pass 1 for rows whose `signatures` were computed elsewhere (e.g. in worker processes)."""
+        if self._seqs is not None:
+            raise RuntimeError("add_signatures() after finalize()")
+        if bands.shape != (self.cfg.bands, len(seqs)):
+            raise ValueError(f"expected ({self.cfg.bands}, {len(seqs)}) band hashes, got {bands.shape}")
+        self._chunks.append(np.ascontiguousarray(bands, _U64))
+        self._seq_chunks.append(np.asarray(seqs, np.int64))
 
     def finalize(self) -> None:
         """Turn band buckets into candidate pairs (i < j, row indices in seq order)."""

@@ -1,35 +1,59 @@
-"""Store → steps → files. Steps are generators over Records yielding (record, drop reason or None);
-every drop is counted with its reason and written to `rejected.jsonl`.
+"""Store → files, in two passes; every drop is counted with its reason and written to `rejected.jsonl`.
 
-Pass 1 streams the answered rows through the quality filters, exact dedup and decontamination, and
-adds the survivors to the near-dup index. Pass 2 streams the store again, keeps pass 1's survivors,
-drops near-duplicates (each verified by exact Jaccard), splits by a stable hash of the job id and
-writes every file. Near-duplicates are removed before the split, so none straddles train and test.
-The folder is written to a temporary sibling and swapped in whole.
+Pass 1 (`analyze`) reads the answered rows in slices of seq, in worker processes when the export is
+big, and reduces each row to columns: filter verdict, exact-dedup key, eval sets hit, near-dup band
+hashes. The order-dependent steps are then settled over those columns (`decide`): first of each exact
+group kept, contaminated rows dropped, the near-dup index built. Pass 2 streams the store again in
+seq order, drops near-duplicates (each verified by exact Jaccard against a kept row), splits by a
+stable hash of the job id and writes every file. Near-duplicates are removed before the split, so
+none straddles train and test. The folder is written to a temporary sibling and swapped in whole.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ..config import Export
-from ..errors import ConfigError
-from .decontam import Decontaminator, apply_decontam, load_eval_texts
-from .dedup import ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup, apply_near_dup, record_text
-from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig, apply_filters
+from ..errors import ConfigError, HarvesterError
+from .analyze import Analyzer, Decisions, Verdicts, decide
+from .decontam import Decontaminator, load_eval_texts
+from .dedup import NearDupConfig, record_text
+from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
 from .formats import FORMATS
 from .record import Record
 from .writers import SplitWriter, write_hf, write_llamafactory_info
 
-Step = Callable[[Iterable[Record]], Iterator[tuple[Record, "str | None"]]]
+PARALLEL_MIN_ROWS = 20_000      # below this, starting processes costs more than it saves
+SLICES_PER_WORKER = 4           # smaller slices even out workers that run at different speeds
+SLICE_ROWS = 25_000             # at most (on average): a worker's memory stays flat as exports grow
+
+
+class RecordSource(Protocol):
+    """Where an export reads its rows; picklable, so worker processes can open it themselves."""
+
+    def bounds(self) -> tuple[int, int, int]:
+        """(rows, lowest seq, highest seq)."""
+        ...
+
+    def records(self, seqs: tuple[int, int] | None = None) -> Iterable[Record]:
+        """Rows in ascending seq, only lo <= seq < hi with `seqs`."""
+        ...
 
 
 @dataclass
@@ -45,6 +69,7 @@ class ExportReport:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llamafactory: bool = False
+    workers: int = 1                                                  # processes in pass 1
 
     @property
     def kept(self) -> int:
@@ -90,87 +115,158 @@ def load_decontaminator(settings: Export) -> Decontaminator | None:
     return Decontaminator(texts, n=settings.decontaminate.ngram)
 
 
+def analyzer_for(settings: Export) -> Analyzer:
+    """The pass-1 checks the job file turns on (reads the eval files: a bad one is a ConfigError)."""
+    return Analyzer(filters=filter_config(settings) if settings.filters.enabled else None,
+                    exact="prompt+answer" if settings.dedup.exact else None,
+                    decontaminator=load_decontaminator(settings),
+                    near=NearDupConfig(threshold=settings.dedup.threshold, fields=settings.dedup.on)
+                    if settings.dedup.near else None)
+
+
+# ------------------------------------------------------------------------------------- pass 1
+_worker: tuple[RecordSource, Analyzer] | None = None
+
+
+def _start_worker(source: RecordSource, analyzer: Analyzer) -> None:
+    global _worker
+    _worker = (source, analyzer)
+    # The parent decides when to stop: Ctrl-C (sent to the whole process group) is its to handle,
+    # and a worker it terminates dies at once, quietly (not through a handler inherited by fork).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _analyze_slice(seqs: tuple[int, int]) -> Verdicts:
+    assert _worker is not None
+    source, analyzer = _worker
+    return analyzer.analyze(source.records(seqs))
+
+
+def worker_count(rows: int, wanted: int | None) -> int:
+    """`wanted`, or one process per usable CPU (at most 8) for big exports."""
+    if wanted is not None:
+        return wanted
+    if rows < PARALLEL_MIN_ROWS:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cpus))
+
+
+def release_freed_memory() -> None:
+    """Hand freed heap back to the OS. glibc keeps it after the big temporary arrays of a pass are
+    freed (its mmap threshold rises after the first big free), so without this each pass would
+    stack its high-water mark on the last one's. A no-op off glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    if hasattr(pool, "terminate_workers"):               # Python >= 3.14
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+def start_method() -> str:
+    """fork is cheap and needs no `if __name__ == "__main__"` guard in the caller's script, but is
+    only safe in a process with no other thread (a lock held by one would stay held in the child)."""
+    return "fork" if sys.platform == "linux" and threading.active_count() == 1 else "spawn"
+
+
+def analyze_source(source: RecordSource, analyzer: Analyzer, workers: int | None = None) -> tuple[Verdicts, int]:
+    """Pass 1 over the whole source: (verdicts in seq order, processes used)."""
+    rows, lo, hi = source.bounds()
+    k = min(worker_count(rows, workers), max(1, rows))
+    if k == 1:
+        return analyzer.analyze(source.records()), 1
+    m = max(k * SLICES_PER_WORKER, -(-rows // SLICE_ROWS))
+    cuts = [lo + (hi + 1 - lo) * i // m for i in range(m + 1)]
+    slices = [(a, b) for a, b in zip(cuts, cuts[1:]) if b > a]
+    pool = ProcessPoolExecutor(k, mp_context=multiprocessing.get_context(start_method()),
+                               initializer=_start_worker, initargs=(source, analyzer))
+    try:
+        parts = list(pool.map(_analyze_slice, slices))
+    except BrokenProcessPool:
+        raise HarvesterError(f"export: a worker process of the first pass died (out of memory?); nothing was "
+                             f"written. Rerun with fewer workers (now {k}), e.g. --workers 1") from None
+    except BaseException:  # Ctrl-C, or a slice failed: stop the others now, not after their slices
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return Verdicts.concat(parts, analyzer.near is not None), k
+
+
+# ------------------------------------------------------------------------------------- pass 2
 class _Rejects:
-    """Writes dropped rows with their reason, and counts what each step let through."""
+    """Writes dropped rows with their reason."""
 
     def __init__(self, path: Path) -> None:
         self.file = open(path, "w", encoding="utf-8")
 
-    def keep(self, pairs: Iterator[tuple[Record, str | None]], counts: list[int], i: int) -> Iterator[Record]:
-        for rec, reason in pairs:
-            if reason is None:
-                counts[i] += 1
-                yield rec
-            else:
-                self.file.write(json.dumps({"reason": reason, "job_id": rec.job_id, "seq": rec.seq, "source": rec.source,
-                                            "messages": rec.messages, "answer": rec.answer,
-                                            "finish_reason": rec.finish_reason}, ensure_ascii=False) + "\n")
+    def write(self, rec: Record, reason: str) -> None:
+        self.file.write(json.dumps({"reason": reason, "job_id": rec.job_id, "seq": rec.seq, "source": rec.source,
+                                    "messages": rec.messages, "answer": rec.answer,
+                                    "finish_reason": rec.finish_reason}, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         self.file.close()
 
 
-def _chain(records: Iterable[Record], steps: list[tuple[str, Step]], rejects: _Rejects,
-           counts: list[int]) -> Iterator[Record]:
-    stream: Iterable[Record] = records
-    for i, (_, step) in enumerate(steps):
-        stream = rejects.keep(step(stream), counts, i)
-    return iter(stream)
+def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects,
+               near_dropped: list[int]) -> Iterator[Record]:
+    """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`.
+    Rows answered after pass 1 are left for the next export."""
+    v, near = decisions.verdicts, decisions.near
+    seqs, codes = v.seq.tolist(), v.code.tobytes()   # plain Python: per-row numpy indexing is slow
+    i, n = 0, len(seqs)
+    for rec in records:
+        while i < n and seqs[i] < rec.seq:
+            i += 1
+        if i == n or seqs[i] != rec.seq:
+            continue
+        reason = v.reason(i) if codes[i] else None
+        i += 1
+        if reason is None and near is not None and near.resolve(rec.seq, record_text(rec, near.cfg.fields)) is not None:
+            reason = "near_duplicate"
+            near_dropped[0] += 1
+        if reason is None:
+            yield rec
+        else:
+            rejects.write(rec, reason)
 
 
-def _counted(records: Iterable[Record], box: list[int]) -> Iterator[Record]:
-    for r in records:
-        box[0] += 1
-        yield r
-
-
-def run_export(source: Callable[[], Iterable[Record]], out: Path, settings: Export, *,
-               fmt: str | None = None, name: str = "dataset",
-               card: Callable[[ExportReport], str] | None = None) -> ExportReport:
-    """Stream `source()` (called once per pass) through the steps into `out`, replaced whole on success."""
+def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
+               name: str = "dataset", card: Callable[[ExportReport], str] | None = None) -> ExportReport:
+    """Export `source` into `out`, replaced whole on success."""
     fmt = fmt or settings.format
     if fmt not in FORMATS:
         raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
-    decon = load_decontaminator(settings)  # before anything is written: a bad eval file is a config error
-    report = ExportReport(out=out, format=fmt)
-    counter = report.dropped
-    steps: list[tuple[str, Step]] = []
-    if settings.filters.enabled:
-        cfg = filter_config(settings)
-        steps.append(("quality filters", lambda s: apply_filters(s, cfg, counter)))
-    if settings.dedup.exact:
-        exact = ExactDedup("prompt+answer")
-        steps.append(("exact dedup", lambda s: apply_exact_dedup(s, exact, counter)))
-    if decon is not None:
-        steps.append(("decontamination", lambda s: apply_decontam(s, decon, counter)))
-    near = NearDupIndex(NearDupConfig(threshold=settings.dedup.threshold, fields=settings.dedup.on)) \
-        if settings.dedup.near else None
-
+    analyzer = analyzer_for(settings)  # before anything is written: a bad eval file is a config error
+    verdicts, workers = analyze_source(source, analyzer, settings.workers)
+    decisions = decide(verdicts, filters=analyzer.filters is not None, exact=analyzer.exact is not None,
+                       decontaminate=analyzer.decontaminator is not None, near=analyzer.near)
+    release_freed_memory()
+    report = ExportReport(out=out, format=fmt, selected=len(verdicts), dropped=decisions.dropped,
+                          steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
+                          workers=workers)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        selected = [0]
-        names = [step_name for step_name, _ in steps]
-        counts = [0] * (len(steps) + 1)
-        survivors = _chain(_counted(source(), selected), steps, rejects, counts)
-        if near is not None:  # pass 1 ends at the index; pass 2 reads the store again
-            for rec in survivors:
-                near.add(rec.seq, record_text(rec, near.cfg.fields))
-            near.finalize()
-            survivors = rejects.keep(apply_near_dup(source(), near, counter, skip_unknown=True), counts, len(steps))
-            names.append("near-duplicate removal")
-        _write_rows(survivors, staging, fmt, settings, report)
-        report.selected = selected[0]
-        before = report.selected
-        for step_name, kept in zip(names, counts):
-            report.steps.append((step_name, kept, before - kept))
-            before = kept
-        if near is not None:
-            report.near_dup_clusters = len(near.clusters())
-        if decon is not None:
-            report.decontamination = dict(decon.hits)
+        near_dropped = [0]
+        _write_rows(_survivors(source.records(), decisions, rejects, near_dropped), staging, fmt, settings, report)
         rejects.close()
+        if decisions.near is not None:
+            kept = report.steps[-1][1] if report.steps else report.selected
+            report.steps.append(("near-duplicate removal", kept - near_dropped[0], near_dropped[0]))
+            if near_dropped[0]:
+                report.dropped["near_duplicate"] = near_dropped[0]
+            report.near_dup_clusters = len(decisions.near.clusters())
         report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if card is not None:
@@ -199,9 +295,11 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
         if "train" not in writers:  # an empty export is still a valid dataset
             writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows)
     finally:
-        shards = {split: w.close() for split, w in writers.items()}
+        for w in writers.values():
+            w.close()
     report.rows = {split: w.rows for split, w in writers.items()}
-    write_hf(folder, shards)
+    release_freed_memory()  # write_hf maps the Arrow files: keep their pages off the last pass's heap
+    write_hf(folder, {split: w.arrow for split, w in writers.items()})
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -25,6 +25,10 @@ class SplitWriter:
         self.rows = 0
         self.jsonl = open(folder / f"{split}.jsonl", "w", encoding="utf-8")
         (folder / "parquet").mkdir(exist_ok=True)
+        (folder / ".cache").mkdir(exist_ok=True)
+        # the same batches as an Arrow stream, from which `write_hf` builds hf/ without re-parsing Parquet
+        self.arrow = folder / ".cache" / f"{split}.arrow"
+        self._arrow = pa.ipc.new_stream(str(self.arrow), self.schema)
         self.shards: list[Path] = []
         self._parquet: pq.ParquetWriter | None = None
         self._in_shard = 0
@@ -46,7 +50,9 @@ class SplitWriter:
                 self._in_shard = 0
             take = self._buffer[: self.shard_rows - self._in_shard]
             del self._buffer[: len(take)]
-            self._parquet.write_table(pa.Table.from_pylist(take, schema=self.schema))
+            table = pa.Table.from_pylist(take, schema=self.schema)
+            self._parquet.write_table(table)
+            self._arrow.write_table(table)
             self._in_shard += len(take)
             if self._in_shard >= self.shard_rows:
                 self._parquet.close()
@@ -62,6 +68,7 @@ class SplitWriter:
             pq.write_table(self.schema.empty_table(), path, compression="zstd")
             self.shards.append(path)
         self.jsonl.close()
+        self._arrow.close()
         total = len(self.shards)
         final = []
         for i, path in enumerate(self.shards):
@@ -72,24 +79,17 @@ class SplitWriter:
         return final
 
 
-def write_hf(folder: Path, shards: dict[str, list[Path]]) -> None:
-    """`hf/`: the splits as a `datasets.DatasetDict` (save_to_disk), built from the Parquet shards."""
+def write_hf(folder: Path, arrows: dict[str, Path]) -> None:
+    """`hf/`: the splits as a `datasets.DatasetDict` (save_to_disk), from each split's Arrow stream
+    (memory-mapped: the rows are not held in memory, and not converted again as from Parquet)."""
     import datasets
-    from datasets.table import InMemoryTable
 
     datasets.disable_progress_bars()  # the export prints its own table
-    cache = folder / ".cache"
-    splits = {}
-    for split, paths in sorted(shards.items()):
-        if sum(pq.ParquetFile(p).metadata.num_rows for p in paths) == 0:  # datasets cannot read an empty file
-            splits[split] = datasets.Dataset(InMemoryTable(pq.read_schema(paths[0]).empty_table()))
-        else:
-            splits[split] = datasets.Dataset.from_parquet([str(p) for p in paths], cache_dir=str(cache))
-    dd = datasets.DatasetDict(splits)
+    dd = datasets.DatasetDict({split: datasets.Dataset.from_file(str(path)) for split, path in sorted(arrows.items())})
     # At least one shard per split: datasets cannot load a split saved as zero shards.
     dd.save_to_disk(str(folder / "hf"), num_shards={k: max(1, v.num_rows // 500_000 + 1) for k, v in dd.items()})
     del dd
-    shutil.rmtree(cache, ignore_errors=True)
+    shutil.rmtree(folder / ".cache", ignore_errors=True)
 
 
 def write_llamafactory_info(folder: Path, name: str, fmt: str, splits: list[str]) -> bool:

@@ -399,9 +399,10 @@ class Store:
         with self.read() as conn:
             return conn.execute(sa.select(sa.func.count()).where(J.c.plan_key == plan_key)).scalar() or 0
 
-    def iter_records(self, plan_key: str | None = None, samples: str = "all",
-                     batch: int = 2000) -> Iterator[Record]:
-        """Answered jobs in plan order, streamed in batches (server-side cursor where there is one)."""
+    def iter_records(self, plan_key: str | None = None, samples: str = "all", batch: int = 2000,
+                     seqs: tuple[int, int] | None = None) -> Iterator[Record]:
+        """Answered jobs in plan order (only lo <= seq < hi with `seqs`), streamed in batches
+        (server-side cursor where there is one)."""
         plan_key = plan_key or self.get_meta("plan_key") or ""
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
                        R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens)
@@ -409,6 +410,8 @@ class Store:
              .where(J.c.plan_key == plan_key, J.c.status == "done").order_by(J.c.seq))
         if samples == "first":
             q = q.where(J.c.sample_index == 0)
+        if seqs is not None:
+            q = q.where(J.c.seq >= seqs[0], J.c.seq < seqs[1])
         with self.engine.connect().execution_options(sqlite_begin="BEGIN", stream_results=True,
                                                      yield_per=batch) as conn:
             with conn.begin():
@@ -416,6 +419,14 @@ class Store:
                      prompt_tokens, completion_tokens) in conn.execute(q):
                     yield Record(job_id, prompt_key, seq, sample_index, request["messages"], content, finish_reason,
                                  model, prompt_tokens, completion_tokens, source)
+
+    def answered_seqs(self, plan_key: str | None = None) -> tuple[int, int, int]:
+        """(answered jobs, lowest seq, highest seq) of the plan: how to cut it into slices."""
+        plan_key = plan_key or self.get_meta("plan_key") or ""
+        with self.read() as conn:
+            n, lo, hi = conn.execute(sa.select(sa.func.count(), sa.func.min(J.c.seq), sa.func.max(J.c.seq))
+                                     .where(J.c.plan_key == plan_key, J.c.status == "done")).one()
+        return int(n), int(lo or 0), int(hi or 0)
 
     def iter_pending_messages(self, plan_key: str, batch: int = 2000) -> Iterator[list[dict[str, str]]]:
         """The messages of every job of the plan not yet answered (for the dry run's estimate)."""
@@ -431,18 +442,23 @@ class Store:
     def provenance(self, plan_key: str | None = None) -> dict[str, Any]:
         """What a dataset card says of where its rows came from: runs, dates, models, terms, usage."""
         plan_key = plan_key or self.get_meta("plan_key") or ""
-        answered = sa.select(R.c.job_id).select_from(R.join(J, J.c.id == R.c.job_id)).where(J.c.plan_key == plan_key)
         with self.read() as conn:
             runs = conn.execute(sa.select(sa.func.count(), sa.func.min(RUN.c.started_at), sa.func.max(RUN.c.ended_at))
                                 .where(RUN.c.plan_key == plan_key)).one()
             terms = conn.execute(sa.select(RUN.c.terms).where(RUN.c.plan_key == plan_key)
                                  .order_by(RUN.c.id.desc()).limit(1)).scalar()
-            answers = conn.execute(sa.select(sa.func.count(), sa.func.min(R.c.created_at), sa.func.max(R.c.created_at),
-                                             sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
-                                             sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
-                                   .where(R.c.job_id.in_(answered))).one()
-            models = [m for (m,) in conn.execute(sa.select(R.c.model).where(R.c.job_id.in_(answered))
-                                                 .group_by(R.c.model).order_by(R.c.model))]
+            # one pass over the plan's answers, driven by the job index (not a scan of every response)
+            per_model = conn.execute(sa.select(R.c.model, sa.func.count(), sa.func.min(R.c.created_at),
+                                               sa.func.max(R.c.created_at),
+                                               sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
+                                               sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
+                                     .select_from(J.join(R, R.c.job_id == J.c.id))
+                                     .where(J.c.plan_key == plan_key, J.c.status == "done")
+                                     .group_by(R.c.model)).all()
+            models = sorted(m for m, *_ in per_model if m is not None)
+            answers = (sum(r[1] for r in per_model), min((r[2] for r in per_model), default=None),
+                       max((r[3] for r in per_model), default=None),
+                       sum(r[4] for r in per_model), sum(r[5] for r in per_model))
             requests = conn.execute(sa.select(sa.func.count()).select_from(A)).scalar() or 0
         return {"runs": runs[0], "first_run_started": runs[1], "last_run_ended": runs[2], "terms": terms,
                 "answers": answers[0], "first_answer": answers[1], "last_answer": answers[2],
