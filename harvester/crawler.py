@@ -170,8 +170,10 @@ class Crawler:
                 heartbeat.cancel()
             if ticker is not None:
                 ticker.cancel()
-            self.writer.close()
-            await asyncio.to_thread(self.store.release_owner, self.owner)
+            try:
+                self.writer.close()
+            finally:  # hand back the leases even if the writer could not finish
+                await asyncio.to_thread(self.store.release_owner, self.owner)
         if on_progress:
             on_progress(self.progress())
         if self.crash is not None:

@@ -66,3 +66,23 @@ def test_store_belongs_to_one_job(tmp_path: Path) -> None:
     store, _ = make_store(tmp_path)
     with pytest.raises(StoreError, match="belongs to job 's'"):
         store.bind_job("other")
+
+
+def test_a_writer_that_cannot_finish_says_so_and_commits_once_the_lock_goes(tmp_path: Path) -> None:
+    import sqlite3
+
+    from harvester.store.writer import StoreWriter
+
+    store, key = make_store(tmp_path)
+    jobs = store.claim(key, "w", 1, 60)
+    locker = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")                     # another program holds the database
+    writer = StoreWriter(store)
+    writer.put(AnswerRow(jobs[0].id, 1, "m", "answer", "stop", 3, 4, 0.1, None))
+    with pytest.raises(StoreError, match="still waiting to be written"):
+        writer.close(timeout=0.5)
+    locker.execute("ROLLBACK")
+    deadline = time.monotonic() + 30
+    while store.status(key)["done"] != 1:                 # the thread goes on and commits
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

@@ -10,6 +10,7 @@ import queue
 import threading
 from typing import Any
 
+from ..errors import StoreError
 from . import AnswerRow, AttemptRow, FailureRow, Store
 from .ledger import Settlement
 
@@ -32,11 +33,17 @@ class StoreWriter:
         self._queue.put(row)
 
     def close(self, timeout: float = 60.0) -> None:
-        """Commit everything queued, then stop the thread."""
+        """Commit everything queued, then stop the thread. Raises StoreError if that takes longer
+        than `timeout` (the database stays locked): the answers still queued are not in the store
+        yet, and the process must not pretend otherwise."""
         self._queue.put(_STOP)
         self._thread.join(timeout)
         if self.error is not None:
             raise self.error
+        if self._thread.is_alive():
+            raise StoreError(f"store {self.store.describe()}: answers were still waiting to be written after "
+                             f"{timeout:.0f} s (is the database locked by another program?); those not written "
+                             "will be asked again on the next run")
 
     def _loop(self) -> None:
         stopping = False
