@@ -87,75 +87,46 @@ def _prompts(folder: Path, text: str | bytes, name: str = "prompts.jsonl") -> Pa
     return path
 
 
-def invalid_json_line(f: Path) -> list[str]:
-    p = _prompts(f, '{"prompt": "fine"}\n{"prompt": "fine too"}\n{"prompt": oops}\n')
-    return [f"{p}:3: invalid JSON"]
+def prompt_file(text: str | bytes, *expected: str, name: str = "prompts.jsonl") -> Callable[[Path], list[str]]:
+    """An edit that writes the prompt file `name`; `{p}` in `expected` stands for its path."""
+    def edit(f: Path) -> list[str]:
+        p = _prompts(f, text, name)
+        return [e.format(p=p) for e in expected]
+    return edit
 
 
-def wrong_type_in_prompt(f: Path) -> list[str]:
-    p = _prompts(f, '{"prompt": "fine"}\n{"prompt": 42}\n')
-    return [f"{p}:2: 'prompt' must be non-empty text"]
+def job_change(*expected: str, **changes: Any) -> Callable[[Path], list[str]]:
+    """An edit of job.yaml (see `_set_job`); `{f}` in `expected` stands for the folder."""
+    def edit(f: Path) -> list[str]:
+        _set_job(f, **changes)
+        return [e.format(f=f) for e in expected]
+    return edit
 
 
-def line_not_an_object(f: Path) -> list[str]:
-    p = _prompts(f, '["a list", "not an object"]\n')
-    return [f"{p}:1: each line must be a JSON object"]
-
-
-def unknown_key_in_prompt(f: Path) -> list[str]:
-    p = _prompts(f, '{"prompt": "a"}\n\n{"prompt": "b", "temperature": 0.2}\n')
-    return [f"{p}:3: unknown key(s) ['temperature']"]
-
-
-def bad_messages(f: Path) -> list[str]:
-    p = _prompts(f, '{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}\n')
-    return [f"{p}:1: messages[1] must be"]
-
-
-def last_message_not_user(f: Path) -> list[str]:
-    p = _prompts(f, '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
-    return [f"{p}:1: the last message must be the user's"]
-
-
-def empty_prompt_file(f: Path) -> list[str]:
-    p = _prompts(f, "")
-    return [f"{p}: no prompts in this file"]
-
-
-def blank_prompt_file(f: Path) -> list[str]:
-    p = _prompts(f, "\n   \n\t\n")
-    return [f"{p}: no prompts in this file"]
-
-
-def non_utf8_prompts(f: Path) -> list[str]:
-    p = _prompts(f, b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n')
-    return [f"{p}:2: not UTF-8 (byte 0xe9)"]
-
-
-def template_variable_without_values(f: Path) -> list[str]:
-    p = _prompts(f, 'system: Be brief.\ntemplate: "Explain {topic} to {audience}."\n'
-                    'variables:\n  topic: [gravity, tides]\n', name="p.yaml")
-    return [f"{p}:1: template variable {{audience}} has no values"]   # the top-level template: line 1
-
-
-def template_variable_empty_list(f: Path) -> list[str]:
-    p = _prompts(f, 'template: "Explain {topic}."\nvariables:\n  topic: []\n', name="p.yaml")
-    return [f"{p}:1: variable 'topic' needs a non-empty list"]
-
-
-def invalid_yaml_prompts(f: Path) -> list[str]:
-    p = _prompts(f, 'template: "Explain {topic}."\nvariables:\n  topic: [a, b\n', name="p.yaml")
-    return [f"{p}:", "invalid YAML"]
-
-
-def csv_without_prompt_column(f: Path) -> list[str]:
-    p = _prompts(f, "question,answer\nwhy?,because\n", name="p.csv")
-    return [f"{p}:1: the header needs a 'prompt' or 'messages' column"]
-
-
-def unknown_prompt_extension(f: Path) -> list[str]:
-    p = _prompts(f, "just text\n", name="p.txt")
-    return [f"{p}: unknown prompt file type '.txt'"]
+invalid_json_line = prompt_file('{"prompt": "fine"}\n{"prompt": "fine too"}\n{"prompt": oops}\n',
+                                "{p}:3: invalid JSON")
+wrong_type_in_prompt = prompt_file('{"prompt": "fine"}\n{"prompt": 42}\n', "{p}:2: 'prompt' must be non-empty text")
+line_not_an_object = prompt_file('["a list", "not an object"]\n', "{p}:1: each line must be a JSON object")
+unknown_key_in_prompt = prompt_file('{"prompt": "a"}\n\n{"prompt": "b", "temperature": 0.2}\n',
+                                    "{p}:3: unknown key(s) ['temperature']")
+bad_messages = prompt_file('{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}\n',
+                           "{p}:1: messages[1] must be")
+last_message_not_user = prompt_file(
+    '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n',
+    "{p}:1: the last message must be the user's")
+empty_prompt_file = prompt_file("", "{p}: no prompts in this file")
+blank_prompt_file = prompt_file("\n   \n\t\n", "{p}: no prompts in this file")
+non_utf8_prompts = prompt_file(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n', "{p}:2: not UTF-8 (byte 0xe9)")
+template_variable_without_values = prompt_file(    # the top-level template: line 1
+    'system: Be brief.\ntemplate: "Explain {topic} to {audience}."\nvariables:\n  topic: [gravity, tides]\n',
+    "{p}:1: template variable {{audience}} has no values", name="p.yaml")
+template_variable_empty_list = prompt_file('template: "Explain {topic}."\nvariables:\n  topic: []\n',
+                                           "{p}:1: variable 'topic' needs a non-empty list", name="p.yaml")
+invalid_yaml_prompts = prompt_file('template: "Explain {topic}."\nvariables:\n  topic: [a, b\n',
+                                   "{p}:", "invalid YAML", name="p.yaml")
+csv_without_prompt_column = prompt_file("question,answer\nwhy?,because\n",
+                                        "{p}:1: the header needs a 'prompt' or 'messages' column", name="p.csv")
+unknown_prompt_extension = prompt_file("just text\n", "{p}: unknown prompt file type '.txt'", name="p.txt")
 
 
 def missing_prompt_file(f: Path) -> list[str]:
@@ -163,29 +134,13 @@ def missing_prompt_file(f: Path) -> list[str]:
     return [f"{f / 'nowhere.jsonl'}: no such prompt file"]
 
 
-def job_wrong_type(f: Path) -> list[str]:
-    _set_job(f, teacher__limits__rpm="fast")
-    return [f"{f / 'job.yaml'}: invalid job file", "teacher.limits.rpm: Input should be a valid number"]
-
-
-def job_unknown_key(f: Path) -> list[str]:
-    _set_job(f, teacher__temprature=0.2)
-    return ["teacher.temprature: Extra inputs are not permitted"]
-
-
-def job_missing_field(f: Path) -> list[str]:
-    _set_job(f, teacher__model=_DELETE)
-    return ["teacher.model: Field required"]
-
-
-def job_samples_wrong_type(f: Path) -> list[str]:
-    _set_job(f, prompts=[{"path": "prompts.jsonl", "samples": "many"}])
-    return ["prompts[0].samples: Input should be a valid integer"]
-
-
-def job_bad_name(f: Path) -> list[str]:
-    _set_job(f, name="no spaces allowed")
-    return ["  name: String should match pattern"]
+job_wrong_type = job_change("{f}/job.yaml: invalid job file", "teacher.limits.rpm: Input should be a valid number",
+                            teacher__limits__rpm="fast")
+job_unknown_key = job_change("teacher.temprature: Extra inputs are not permitted", teacher__temprature=0.2)
+job_missing_field = job_change("teacher.model: Field required", teacher__model=_DELETE)
+job_samples_wrong_type = job_change("prompts[0].samples: Input should be a valid integer",
+                                    prompts=[{"path": "prompts.jsonl", "samples": "many"}])
+job_bad_name = job_change("  name: String should match pattern", name="no spaces allowed")
 
 
 def job_empty_file(f: Path) -> list[str]:
@@ -224,14 +179,9 @@ def quota_without_max_tokens(f: Path) -> list[str]:
     return ["teacher.params.max_tokens: a quota needs max_tokens"]
 
 
-def usd_budget_without_prices(f: Path) -> list[str]:
-    _set_job(f, quota={"usd_total": 1.0})
-    return ["quota.prices: no built-in prices for model 'sim-teacher'"]
-
-
-def terms_forbid(f: Path) -> list[str]:
-    _set_job(f, teacher__provider="openai")
-    return ["teacher.terms: training_use for openai is 'forbidden'"]
+usd_budget_without_prices = job_change("quota.prices: no built-in prices for model 'sim-teacher'",
+                                       quota={"usd_total": 1.0})
+terms_forbid = job_change("teacher.terms: training_use for openai is 'forbidden'", teacher__provider="openai")
 
 
 def store_parent_is_a_file(f: Path) -> list[str]:
