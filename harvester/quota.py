@@ -79,15 +79,16 @@ class BudgetState:
         return max(0.0, self.limit - self.used - self.reserved)
 
 
-def check_quota_config(job: Job) -> None:
-    """The quota's config errors, raised before a run writes anything to the store."""
-    budgets = parse_budgets(job)
+def check_quota_config(job: Job) -> tuple[list[Budget], Prices | None]:
+    """The job's budgets and prices; raises the quota's config errors (before a run writes anything)."""
+    budgets, prices = parse_budgets(job), prices_for(job)
     if budgets and job.teacher.max_tokens is None:
         raise ConfigError("teacher.params.max_tokens: a quota needs max_tokens to bound each request's "
                           "cost; set it rather than let harvester guess")
-    if any(b.metric == "usd" for b in budgets) and prices_for(job) is None:
+    if any(b.metric == "usd" for b in budgets) and prices is None:
         raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
                           "input_per_mtok and output_per_mtok")
+    return budgets, prices
 
 
 class QuotaGuard:
@@ -95,9 +96,7 @@ class QuotaGuard:
 
     def __init__(self, job: Job, store: Store, run_id: int, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.job, self.store, self.run_id, self.clock = job, store, run_id, clock
-        check_quota_config(job)
-        self.budgets = parse_budgets(job)
-        self.prices = prices_for(job)
+        self.budgets, self.prices = check_quota_config(job)
 
     @property
     def active(self) -> bool:

@@ -6,8 +6,8 @@ this module only decides what a failure means: retry it, record it as permanent,
 
 from __future__ import annotations
 
-import json
 import importlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any

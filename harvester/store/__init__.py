@@ -370,7 +370,7 @@ class Store:
     # --- reading ------------------------------------------------------------------------
     def status(self, plan_key: str | None = None, dead_after: float = 10.0) -> dict[str, Any]:
         """Jobs by state, tokens, errors; the last run; the live workers (heard from within `dead_after` s)."""
-        plan_key = plan_key or self.get_meta("plan_key") or ""
+        plan_key = self._plan_key(plan_key)
         with self.read() as conn:
             now = conn.execute(sa.select(self._now())).scalar_one()
             workers = self._live_workers(conn, now - dead_after, now)
@@ -395,6 +395,10 @@ class Store:
                 "errors_by_kind": errors, "failed_by_kind": failed,
                 "last_run": dict(runs) if runs else None, "workers": workers}
 
+    def _plan_key(self, plan_key: str | None) -> str:
+        """The plan asked for, else the store's current one."""
+        return plan_key or self.get_meta("plan_key") or ""
+
     def count_jobs(self, plan_key: str) -> int:
         with self.read() as conn:
             return conn.execute(sa.select(sa.func.count()).where(J.c.plan_key == plan_key)).scalar() or 0
@@ -403,7 +407,7 @@ class Store:
                      seqs: tuple[int, int] | None = None) -> Iterator[Record]:
         """Answered jobs in plan order (only lo <= seq < hi with `seqs`), streamed in batches
         (server-side cursor where there is one)."""
-        plan_key = plan_key or self.get_meta("plan_key") or ""
+        plan_key = self._plan_key(plan_key)
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
                        R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens)
              .select_from(J.join(R, R.c.job_id == J.c.id))
@@ -422,7 +426,7 @@ class Store:
 
     def answered_seqs(self, plan_key: str | None = None) -> tuple[int, int, int]:
         """(answered jobs, lowest seq, highest seq) of the plan: how to cut it into slices."""
-        plan_key = plan_key or self.get_meta("plan_key") or ""
+        plan_key = self._plan_key(plan_key)
         with self.read() as conn:
             n, lo, hi = conn.execute(sa.select(sa.func.count(), sa.func.min(J.c.seq), sa.func.max(J.c.seq))
                                      .where(J.c.plan_key == plan_key, J.c.status == "done")).one()
@@ -441,7 +445,7 @@ class Store:
 
     def provenance(self, plan_key: str | None = None) -> dict[str, Any]:
         """What a dataset card says of where its rows came from: runs, dates, models, terms, usage."""
-        plan_key = plan_key or self.get_meta("plan_key") or ""
+        plan_key = self._plan_key(plan_key)
         with self.read() as conn:
             runs = conn.execute(sa.select(sa.func.count(), sa.func.min(RUN.c.started_at), sa.func.max(RUN.c.ended_at))
                                 .where(RUN.c.plan_key == plan_key)).one()
