@@ -128,13 +128,18 @@ def analyzer_for(settings: Export) -> Analyzer:
 _worker: tuple[RecordSource, Analyzer] | None = None
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _start_worker(source: RecordSource, analyzer: Analyzer) -> None:
     global _worker
     _worker = (source, analyzer)
     # The parent decides when to stop: Ctrl-C (sent to the whole process group) is its to handle,
     # and a worker it terminates dies at once, quietly (not through a handler inherited by fork).
+    # Both signals were held since the fork (see analyze_source), so none came in between.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
 
 def _analyze_slice(seqs: tuple[int, int]) -> Verdicts:
@@ -189,7 +194,12 @@ def analyze_source(source: RecordSource, analyzer: Analyzer, workers: int | None
     pool = ProcessPoolExecutor(k, mp_context=multiprocessing.get_context(start_method()),
                                initializer=_start_worker, initargs=(source, analyzer))
     try:
-        parts = list(pool.map(_analyze_slice, slices))
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)   # the workers start here: a signal
+        try:                                                              # waits until their handlers are set
+            results = pool.map(_analyze_slice, slices)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        parts = list(results)
     except BrokenProcessPool:
         raise HarvesterError(f"export: a worker process of the first pass died (out of memory?); nothing was "
                              f"written. Rerun with fewer workers (now {k}), e.g. --workers 1") from None
@@ -217,8 +227,7 @@ class _Rejects:
         self.file.close()
 
 
-def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects,
-               near_dropped: list[int]) -> Iterator[Record]:
+def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects) -> Iterator[Record]:
     """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`.
     Rows answered after pass 1 are left for the next export."""
     v, near = decisions.verdicts, decisions.near
@@ -233,7 +242,6 @@ def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Reject
         i += 1
         if reason is None and near is not None and near.resolve(rec.seq, record_text(rec, near.cfg.fields)) is not None:
             reason = "near_duplicate"
-            near_dropped[0] += 1
         if reason is None:
             yield rec
         else:
@@ -258,14 +266,14 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        near_dropped = [0]
-        _write_rows(_survivors(source.records(), decisions, rejects, near_dropped), staging, fmt, settings, report)
+        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected
-            report.steps.append(("near-duplicate removal", kept - near_dropped[0], near_dropped[0]))
-            if near_dropped[0]:
-                report.dropped["near_duplicate"] = near_dropped[0]
+            removed = len(decisions.near.removed)
+            report.steps.append(("near-duplicate removal", kept - removed, removed))
+            if removed:
+                report.dropped["near_duplicate"] = removed
             report.near_dup_clusters = len(decisions.near.clusters())
         report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
