@@ -24,6 +24,7 @@ from . import __version__
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import HarvesterError
+from .gcpause import frozen_heap
 from .hashing import content_hash
 from .prompts import JobSpec, plan
 from .store import Store
@@ -138,7 +139,8 @@ class Harvester:
         restore = self._install_signals(crawler) if handle_signals else None
         outcome: RunOutcome | None = None
         try:
-            outcome = await crawler.run(on_progress)
+            with frozen_heap():
+                outcome = await crawler.run(on_progress)
         finally:
             if restore:
                 restore()

@@ -9,6 +9,7 @@ any sane timeout, an exhausted billing quota). `GET /sim/stats` tells what it re
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import math
@@ -87,7 +88,7 @@ class SimConfig:
     quota_exhausted: bool = False     # every request gets 429 insufficient_quota
     max_context: int | None = None    # prompt + max_tokens above this gets 400 context_length_exceeded
     seed: int = 0
-    log_path: str | None = None       # JSONL: one line per request received
+    log_path: str | None = None       # JSONL: a line per request admitted ("received"), refused at a limit ("rate_limited"), answered
 
 
 @dataclass
@@ -205,10 +206,11 @@ class Simulator:
         if cfg.quota_exhausted:
             return self._error(429, "You exceeded your current quota, please check your plan and billing "
                                "details.", "insufficient_quota")
+        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
         headers = self._admit(now, p_tokens + (max_tokens or 0))
         if headers is None:
+            self._write_log(key, "rate_limited")
             return self._rate_limited(now)
-        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
         self._write_log(key, "received")
         roll = self.rng.random()
         delay = max(0.0, cfg.latency + self.rng.uniform(-cfg.jitter, cfg.jitter)) if cfg.latency else 0.0
@@ -321,6 +323,7 @@ def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8765,
     async def main() -> None:
         sim = Simulator(config)
         url = await sim.start(host, port)
+        gc.freeze()  # a process of its own: its clock must not stall on full collections (harvester.gcpause)
         print(f"harvester sim: OpenAI-compatible teacher at {url}  (stats: {url[:-3]}/sim/stats)", flush=True)
         print(f"  {json.dumps({k: v for k, v in asdict(config).items() if v not in (None, 0.0, False)})}", flush=True)
         if ready_file is not None:
