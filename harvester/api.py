@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
 
     from .export.pipeline import ExportReport
 
-EXIT_CODES = {"done": 0, "fatal": 1, "error": 1, "quota": 3, "interrupted": 130}
+EXIT_CODES = {"done": 0, "fatal": 1, "error": 1, "quota": 3, "unavailable": 4, "interrupted": 130}
 
 
 @dataclass

@@ -59,7 +59,8 @@ def run(job: Path = JobArg,
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
-    Exits 3 when a quota is reached (rerun after its reset to resume)."""
+    Exits 3 when a quota is reached (rerun after its reset to resume), 4 when the teacher looks down
+    (nothing answered for retry.outage_after seconds; rerun later to resume)."""
     def go() -> int:
         from .display import ProgressDisplay, estimate_table
         h = _harvester(job)

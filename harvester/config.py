@@ -89,6 +89,9 @@ class Retry(_Model):
     max_attempts: int = Field(6, ge=1, le=100, description="tries per job per run")
     initial_wait: float = Field(0.5, ge=0, description="backoff scale: a retry waits up to initial × 2^n")
     max_wait: float = Field(60.0, ge=0)
+    outage_after: float | None = Field(
+        300.0, gt=0, description="seconds without any answer, while many different prompts keep failing, after "
+        "which the teacher counts as down: the run stops (exit 4) with those jobs still pending; null: never")
 
 
 class Prices(_Model):

@@ -20,6 +20,7 @@ from tenacity.wait import wait_random_exponential
 
 from .config import Job
 from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
+from .outage import OutageWatch
 from .ratelimit import Permit, RateLimiter
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
@@ -57,7 +58,7 @@ class Progress:
 
 @dataclass
 class RunOutcome:
-    reason: str                     # done | quota | interrupted | fatal
+    reason: str                     # done | quota | unavailable | interrupted | fatal | error
     message: str = ""
     sent: int = 0
     answered: int = 0
@@ -104,6 +105,7 @@ class Crawler:
         self.sent = self.answered = self.rate_limited = self.in_flight = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
+        self.outage = OutageWatch(job.retry.outage_after)
         self.started = time.monotonic()
         self._stopping = False
         self._stop_reason: RunOutcome | None = None
@@ -189,7 +191,10 @@ class Crawler:
         est_in = self.estimator.estimate(request["messages"])
         worst_in = max(est_in, input_token_bound(request["messages"]))
         attempts = max(1, self.job.retry.max_attempts - claimed.attempts)
-        retrying = AsyncRetrying(stop=stop_after_attempt(attempts), wait=self._wait,
+        # While the teacher looks down, a job does not give up: it backs off until the teacher answers
+        # again or the run stops as "unavailable" with the job still pending (harvester.outage).
+        give_up = stop_after_attempt(attempts)
+        retrying = AsyncRetrying(stop=lambda state: give_up(state) and not self.outage.suspect(), wait=self._wait,
                                  retry=retry_if_exception_type(RetryableError), reraise=True)
         try:
             async for attempt in retrying:
@@ -266,6 +271,10 @@ class Crawler:
                                   outcome=outcome)
             if e.status == 429:
                 self.rate_limited += 1
+            elif isinstance(e, RetryableError):
+                self._teacher_failed(job_id, e.kind)
+            else:
+                self.outage.answered()  # a 4xx is an answer about the prompt: the teacher is up
             self.errors[e.kind] += 1
             self._record_attempt(job_id, started, e.status, e.kind, e.retry_after, permit)
             if quota is not None:  # no status: the request may have been billed, keep its worst case
@@ -280,6 +289,7 @@ class Crawler:
             self.in_flight -= 1
             self._sending.discard(task)
             self._wake.set()
+        self.outage.answered()
         self.limiter.complete(permit, status=reply.status, headers=reply.headers, prompt_tokens=reply.prompt_tokens,
                               completion_tokens=reply.completion_tokens, latency=reply.latency, outcome="ok")
         if reply.prompt_tokens is not None:
@@ -326,6 +336,13 @@ class Crawler:
     def _fail(self, job_id: str, e: TeacherError, *, permanent: bool) -> None:
         self.failed += 1
         self.writer.put(FailureRow(job_id, e.kind, self.teacher.scrub(str(e)), permanent))
+
+    def _teacher_failed(self, job_id: str, kind: str) -> None:
+        now = time.monotonic()
+        self.outage.failed(now, job_id, kind)
+        if self.outage.down(now) and not self._stopping:
+            self._stop_reason = RunOutcome("unavailable", self.outage.describe(now))
+            self.stop("unavailable")
 
     def _fatal(self, e: FatalError) -> None:
         if self._stop_reason is None or self._stop_reason.reason != "fatal":
