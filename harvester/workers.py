@@ -67,7 +67,12 @@ def process_gone(worker: dict[str, Any]) -> bool:
     if worker.get("origin") != origin():
         return False
     pid = _pid(worker.get("owner") or "")
-    if pid is None or pid == os.getpid():
+    return pid is not None and pid_gone(pid)
+
+
+def pid_gone(pid: int) -> bool:
+    """True if process `pid` of this host has exited (gone, or a zombie); never for our own."""
+    if pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)

@@ -137,3 +137,35 @@ def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_noth
     assert (out / "train.jsonl").read_text() == "the last export\n"
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".ex-")]   # no half-written folder
     _wait_for(lambda: not any(map(_running, workers)), timeout=10)                    # no worker left behind
+
+
+def test_an_export_killed_outright_leaves_a_staging_folder_that_the_next_export_removes(tmp_path: Path) -> None:
+    import yaml
+
+    from harvester.export.staging import new_staging
+    from test_export import fill_store
+
+    words = [f"w{i}" for i in range(4000)]
+    rows = [(f"Question {i}?", " ".join(words[(i * 7 + k * 13) % 4000] for k in range(2000)), None)
+            for i in range(1500)]
+    fill_store(tmp_path, rows).store.close()
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
+                                   "prompts": [{"path": "unused.jsonl"}]}))
+    data = tmp_path / "data"
+    staged = lambda: [p.name for p in data.glob(".ex-staging-*")]  # noqa: E731
+    proc = popen_cli("export", str(job), "--workers", "1")
+    try:
+        _wait_for(lambda: bool(staged()) or proc.poll() is not None)   # writing its second pass
+    finally:
+        proc.kill()                                                      # kill -9: no clean-up of its own
+        proc.wait(timeout=10)
+    left = staged()
+    assert len(left) == 1 and f"-staging-{proc.pid}@" in left[0]
+    live = new_staging(data / "ex")                                      # an export of this (live) process
+
+    r = cli("export", str(job), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert staged() == [live.name]                                       # the dead one's gone, the live one's kept
+    assert len((data / "ex" / "train.jsonl").read_text().splitlines()) + \
+        len((data / "ex" / "rejected.jsonl").read_text().splitlines()) == 1500

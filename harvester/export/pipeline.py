@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +36,7 @@ from .dedup import NearDupConfig, record_text
 from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
 from .formats import FORMATS
 from .record import Record
+from .staging import new_staging, swap_in
 from .writers import SplitWriter, write_hf, write_llamafactory_info
 
 PARALLEL_MIN_ROWS = 20_000      # below this, starting processes costs more than it saves
@@ -262,8 +262,7 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     report = ExportReport(out=out, format=fmt, selected=len(verdicts), dropped=decisions.dropped,
                           steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
                           workers=workers)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
         _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report)
@@ -279,7 +278,7 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if card is not None:
             (staging / "README.md").write_text(card(report), encoding="utf-8")
-        _swap_in(staging, out)
+        swap_in(staging, out)
     except BaseException:
         rejects.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -308,15 +307,3 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
     report.rows = {split: w.rows for split, w in writers.items()}
     release_freed_memory()  # write_hf maps the Arrow files: keep their pages off the last pass's heap
     write_hf(folder, {split: w.arrow for split, w in writers.items()})
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` so readers never see a half-written export."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}-old")
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
