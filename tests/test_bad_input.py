@@ -117,11 +117,12 @@ last_message_not_user = prompt_file(
 empty_prompt_file = prompt_file("", "{p}: no prompts in this file")
 blank_prompt_file = prompt_file("\n   \n\t\n", "{p}: no prompts in this file")
 non_utf8_prompts = prompt_file(b'{"prompt": "fine"}\n{"prompt": "caf\xe9"}\n', "{p}:2: not UTF-8 (byte 0xe9)")
-template_variable_without_values = prompt_file(    # the top-level template: line 1
+template_variable_without_values = prompt_file(    # the line of the top-level template
     'system: Be brief.\ntemplate: "Explain {topic} to {audience}."\nvariables:\n  topic: [gravity, tides]\n',
-    "{p}:1: template variable {{audience}} has no values", name="p.yaml")
-template_variable_empty_list = prompt_file('template: "Explain {topic}."\nvariables:\n  topic: []\n',
-                                           "{p}:1: variable 'topic' needs a non-empty list", name="p.yaml")
+    "{p}:2: template variable {{audience}} has no values", name="p.yaml")
+template_variable_empty_list = prompt_file(         # the line of the variable
+    'template: "Explain {topic} in {place}."\nvariables:\n  place: [a, b]\n  topic: []\n',
+    "{p}:4: variable 'topic' needs a non-empty list", name="p.yaml")
 invalid_yaml_prompts = prompt_file('template: "Explain {topic}."\nvariables:\n  topic: [a, b\n',
                                    "{p}:", "invalid YAML", name="p.yaml")
 csv_without_prompt_column = prompt_file("question,answer\nwhy?,because\n",

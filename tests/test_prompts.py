@@ -58,6 +58,13 @@ def test_csv(tmp_path: Path) -> None:
     ("brace.yaml", 'template: "Use {x"\nvariables: {x: [1]}\n', ":1", "bad template"),
     ("nested.yaml", 'templates:\n  - template: "{a}"\n    variables: {a: [x]}\n  - template: "{b}"\n'
      '    variables: {}\n', ":4", "{b} has no values"),
+    # a YAML error names the line of the key at fault, not of the mapping holding it
+    ("late.yaml", '# notes\n\nvariables:\n  w: [a]\ntemplate: "Hi {w} {z}"\n', ":5", "{z} has no values"),
+    ("emptyvar.yaml", 'template: "{a} {b}"\nvariables:\n  a: [x]\n  b: []\n', ":4", "'b' needs a non-empty list"),
+    ("unused.yaml", 'template: "{a}"\n\nvariables:\n  a: [x]\n  c: [y]\n', ":3", "['c'] are not used"),
+    ("extra.yaml", 'template: "{a}"\nvariables: {a: [x]}\ncolour: red\n', ":3", "unknown key(s) ['colour']"),
+    ("extra2.yaml", 'templates:\n  - template: "{a}"\n    variables: {a: [x]}\n    colour: red\n', ":4",
+     "unknown key(s) ['colour'] in a template"),
 ])
 def test_errors_name_file_and_line(tmp_path: Path, name: str, content: str, where: str, words: str) -> None:
     p = tmp_path / name
