@@ -147,6 +147,7 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         slow_seconds: float = typer.Option(30.0, help="delay of a slow answer"),
         api_key_env: Optional[str] = typer.Option(None, help="require the key in this variable (else 401)"),
         quota_exhausted: bool = typer.Option(False, help="answer every request with 429 insufficient_quota"),
+        reasoning: bool = typer.Option(False, help="answer as a reasoning model (a reasoning_content trace)"),
         log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
         ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
         seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
@@ -161,7 +162,8 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         cfg = SimConfig(latency=latency, jitter=jitter, rpm=rpm, tpm=tpm, headers=not no_headers,
                         error_rate=error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
                         slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
-                        quota_exhausted=quota_exhausted, seed=seed, log_path=str(log) if log else None)
+                        quota_exhausted=quota_exhausted, reasoning=reasoning, seed=seed,
+                        log_path=str(log) if log else None)
         serve_forever(cfg, port=port, ready_file=ready_file)
     _guard(go)
 

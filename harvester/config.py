@@ -172,6 +172,8 @@ class Export(_Model):
     samples: Literal["all", "first"] = Field("all", description="all samples, or one per prompt")
     test_size: float = Field(0.0, ge=0, lt=1, description="share of rows in the test split")
     shard_rows: int = Field(100_000, ge=1, description="rows per Parquet shard")
+    reasoning: Literal["think", "drop"] = Field(
+        "think", description="a teacher's reasoning trace: before the answer in <think> tags, or dropped")
     workers: int | None = Field(None, ge=1, le=64, description="processes for the first pass; default: one per "
                                                                "CPU for 20,000 rows or more, else 1")
     filters: Filters = Field(default_factory=Filters)

@@ -223,7 +223,8 @@ class Crawler:
             self.stop("error")
             return
         self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
-                                  reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw))
+                                  reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
+                                  reply.reasoning))
         self.done += 1
 
     async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int, worst_in: int) -> Reply:

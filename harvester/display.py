@@ -115,6 +115,9 @@ def export_table(report: Any) -> Table:
         table.add_row(f"  eval set hit: {name}", "", str(n))
     for split, n in sorted(report.rows.items()):
         table.add_row(f"written: {split}", str(n), "")
+    if report.reasoning_rows:
+        how = "in <think> tags" if report.reasoning == "think" else "dropped"
+        table.add_row(f"  with a reasoning trace ({how})", str(report.reasoning_rows), "")
     table.caption = "rejected rows and their reasons: rejected.jsonl; provenance: README.md" + \
         (f"; first pass in {report.workers} processes" if report.workers > 1 else "")
     return table

@@ -63,6 +63,15 @@ def answer_for(messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[
     return text, len(tokens), "stop"
 
 
+def reasoning_for(messages: list[dict[str, Any]]) -> str:
+    """A deterministic reasoning trace, as reasoning models send apart from the answer."""
+    user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+    digest = hashlib.sha256(("think" + json.dumps(messages, sort_keys=True)).encode()).hexdigest()[:8]
+    topic = " ".join(user.split()[:8]).rstrip("?.!,")
+    return (f"The question is about {topic}. First recall what is known, then check it step by step, "
+            f"then write a short answer. [think {digest}]")
+
+
 def format_reset(seconds: float) -> str:
     """OpenAI's style: `20ms`, `1.5s`, `6m0s`."""
     if seconds < 1:
@@ -87,6 +96,7 @@ class SimConfig:
     api_key: str | None = None        # when set, requests must carry it (else 401)
     quota_exhausted: bool = False     # every request gets 429 insufficient_quota
     max_context: int | None = None    # prompt + max_tokens above this gets 400 context_length_exceeded
+    reasoning: bool = False           # answer as a reasoning model: a `reasoning_content` trace first
     seed: int = 0
     log_path: str | None = None       # JSONL: a line per request admitted ("received"), refused at a limit ("rate_limited"), answered
 
@@ -229,7 +239,12 @@ class Simulator:
             status = self.rng.choice((500, 502, 503))
             return self._error(status, "The server had an error while processing your request.", "server_error")
         roll -= cfg.error_rate
-        text, c_tokens, finish = answer_for(messages, max_tokens)
+        reasoning = reasoning_for(messages) if cfg.reasoning else None
+        r_tokens = count_tokens(reasoning) if reasoning else 0
+        if max_tokens is not None and reasoning and r_tokens >= max_tokens:  # spent all on thinking
+            text, c_tokens, finish, r_tokens = None, 0, "length", max_tokens
+        else:
+            text, c_tokens, finish = answer_for(messages, None if max_tokens is None else max_tokens - r_tokens)
         if 0 <= roll < cfg.garbage_rate:
             self.by_status[200] += 1
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
@@ -238,15 +253,17 @@ class Simulator:
         self.answered += 1
         self.answers_per_prompt[key] += 1
         self.tokens["prompt"] += p_tokens
-        self.tokens["completion"] += c_tokens
+        self.tokens["completion"] += c_tokens + r_tokens
         self._write_log(key, "answered")
+        message = {"role": "assistant", "content": text, **({"reasoning_content": reasoning} if reasoning else {})}
+        usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens + r_tokens,
+                 "total_tokens": p_tokens + c_tokens + r_tokens,
+                 **({"completion_tokens_details": {"reasoning_tokens": r_tokens}} if reasoning else {})}
         return web.json_response({
             "id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
             "model": cfg.model, "system_fingerprint": "fp_sim",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish, "logprobs": None}],
-            "usage": {"prompt_tokens": p_tokens, "completion_tokens": c_tokens,
-                      "total_tokens": p_tokens + c_tokens}}, headers=headers)
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
+            "usage": usage}, headers=headers)
 
     def _admit(self, now: float, tokens: int) -> dict[str, str] | None:
         """Rate-limit headers if the request is admitted; None if it must get a 429."""

@@ -34,6 +34,7 @@ class Reply:
     status: int
     headers: httpx.Headers
     raw: dict[str, Any]                    # response id, fingerprint, usage details: never headers
+    reasoning: str | None = None           # the reasoning trace, where the teacher returns one apart
 
 
 class Teacher:
@@ -84,6 +85,7 @@ class Teacher:
             data = json.loads(response.content)
             choice = data["choices"][0]
             content = choice["message"].get("content")
+            reasoning = _reasoning(choice["message"])
             finish_reason = choice.get("finish_reason")
             usage = data.get("usage") or {}
             prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -93,6 +95,9 @@ class Teacher:
         except Exception as e:  # noqa: BLE001 - any garbage body is a transient fault of the server
             raise RetryableError(f"unparseable response body ({type(e).__name__})", kind="bad_body",
                                  status=status, headers=headers) from None
+        if content is None and finish_reason == "length":
+            content = ""  # max_tokens spent (often all on reasoning): paid for, and a retry would end the same;
+            # kept as an answer, which the export's `truncated` filter drops
         if content is None or (not content.strip() and finish_reason == "content_filter"):
             if finish_reason == "content_filter":
                 raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
@@ -100,10 +105,13 @@ class Teacher:
             raise RetryableError("the response has no message content", kind="bad_body",
                                  status=status, headers=headers)
         meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+            meta["reasoning_tokens"] = details["reasoning_tokens"]
         model = data.get("model")
         return Reply(content=content, finish_reason=finish_reason, model=model if isinstance(model, str) else None,
                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     latency=latency, status=status, headers=headers, raw=meta)
+                     latency=latency, status=status, headers=headers, raw=meta, reasoning=reasoning)
 
     def _classify_status(self, e: openai.APIStatusError) -> TeacherError:
         status = e.status_code
@@ -148,3 +156,13 @@ def _error_detail(body: Any) -> str:
         text = str(body or "")
     text = " ".join(text.split())
     return (text[:200] + "…") if len(text) > 200 else (text or "no detail")
+
+
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """A reasoning trace returned beside the answer: `reasoning_content` (DeepSeek, vLLM, SGLang) or
+    `reasoning` (OpenRouter, Groq, newer vLLM). Inline <think> blocks stay in the content as sent."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None

@@ -2,12 +2,12 @@
 transaction: a failed migration changes nothing); a newer store is refused by every command with a
 clear message, and left as it was.
 
-harvester is at schema version 1, so no real migration exists yet. The migration tests therefore
-pretend the code is at version 2 (SCHEMA_VERSION and MIGRATIONS monkeypatched, with one migration
-that adds a column) and migrate a real version-1 store, built by this harvester with data in it.
-`test_a_version_1_store_opens_with_this_code` guards the other way round: a store laid out as
-version 1 (frozen below) must work with the current code, so a column added to the tables without
-a migration and a version bump fails here rather than in a user's store.
+Version 2 added `response.reasoning` (the teacher's reasoning trace). The migration tests take a
+store written by this harvester with data in it, turned back into a version-1 store (the column
+dropped, the version set to 1), and open it with the current code. A failed migration is simulated
+with a monkeypatched MIGRATIONS. `test_a_version_1_store_opens_with_this_code` guards the other way
+round: a store laid out as version 1 (frozen below) must work with the current code, so a column
+added to the tables without a migration and a version bump fails here rather than in a user's store.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def version_of(db: Path) -> str:
 
 
 def make_v1_store(tmp_path: Path, n: int = 6) -> Path:
-    """A store written by this harvester (version 1): planned jobs, two answers, the job's name."""
+    """A store written by this harvester, then laid out as version 1: planned jobs, two answers, the job's name."""
     (tmp_path / "p.jsonl").write_text("".join(f'{{"prompt": "question {i}"}}\n' for i in range(n)))
     job = job_from_dict({"name": "s", "teacher": {"model": "m"}, "prompts": [{"path": "p.jsonl"}]}, base=tmp_path)
     db = tmp_path / "s.db"
@@ -50,12 +50,15 @@ def make_v1_store(tmp_path: Path, n: int = 6) -> Path:
                       for j in claimed], [])
     store.release_owner("w")
     store.close()
+    with sqlite3.connect(db) as c:                                      # back to version 1's layout
+        c.execute("ALTER TABLE response DROP COLUMN reasoning")
+        c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     return db
 
 
 def test_a_new_store_records_its_version(tmp_path: Path) -> None:
-    db = make_v1_store(tmp_path)
-    assert version_of(db) == str(SCHEMA_VERSION) == "1"
+    Store(f"sqlite:///{tmp_path / 'new.db'}").close()
+    assert version_of(tmp_path / "new.db") == str(SCHEMA_VERSION) == "2"
     assert len(MIGRATIONS) == SCHEMA_VERSION - 1  # one migration per version step, none missing
 
 
@@ -63,28 +66,30 @@ def test_an_older_store_is_migrated_once(tmp_path: Path, monkeypatch: pytest.Mon
     db = make_v1_store(tmp_path)
     before = dump(db)
     calls: list[int] = []
+    real = MIGRATIONS[0]
 
     def v1_to_v2(conn: sa.Connection) -> None:
         calls.append(1)
-        conn.exec_driver_sql("ALTER TABLE response ADD COLUMN reviewed BOOLEAN NOT NULL DEFAULT 0")
+        real(conn)
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
     monkeypatch.setattr(store_mod, "MIGRATIONS", [v1_to_v2])
-    store = Store(f"sqlite:///{db}")
-    assert calls == [1] and store.get_meta("schema_version") == "2"
-    s = store.status("plan1")
-    assert (s["jobs"], s["done"], s["pending"]) == (6, 2, 4)          # the data came through
-    assert [r.answer[:6] for r in store.iter_records("plan1")] == ["answer"] * 2
-    store.close()
-    with sqlite3.connect(db) as c:
-        assert c.execute("select count(*), sum(reviewed) from response").fetchone() == (2, 0)
+    Store(f"sqlite:///{db}").close()
+    assert calls == [1] and version_of(db) == "2"
     # Everything else is as it was: the dump differs only by the column and the version.
     after = dump(db)
     assert [line for line in before if line not in after] == [
         line for line in before if "schema_version" in line or line.startswith(('INSERT INTO "response"',
                                                                                  "CREATE TABLE response"))]
-    Store(f"sqlite:///{db}").close()                                   # opened again: not migrated again
-    assert calls == [1] and version_of(db) == "2"
+    store = Store(f"sqlite:///{db}")                                   # opened again: not migrated again
+    assert calls == [1]
+    s = store.status("plan1")
+    assert (s["jobs"], s["done"], s["pending"]) == (6, 2, 4)          # the data came through
+    records = list(store.iter_records("plan1"))
+    assert [r.answer[:6] for r in records] == ["answer"] * 2 and [r.reasoning for r in records] == [None] * 2
+    claimed = store.claim("plan1", "w", 1, 60)                        # and the new column takes answers
+    store.record([], [AnswerRow(claimed[0].id, 2, "m", "42", "stop", 3, 4, 0.1, None, reasoning="6 x 7")], [])
+    assert [r.reasoning for r in store.iter_records("plan1")] == [None, None, "6 x 7"]
+    store.close()
 
 
 def test_a_failed_migration_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

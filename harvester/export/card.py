@@ -76,6 +76,11 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
     if report.get("near_dup_clusters"):
         lines += ["", f"Near-duplicate clusters: {report['near_dup_clusters']:,} (one representative kept "
                   f"in each, the earliest in plan order; every removal verified by exact Jaccard)."]
+    if report.get("reasoning_rows"):
+        how = ("before each answer in `<think>` tags" if report.get("reasoning") == "think"
+               else "not written (export.reasoning: drop)")
+        lines += ["", f"Reasoning traces: {report['reasoning_rows']:,} rows came with the teacher's reasoning, "
+                  f"{how}."]
     if report.get("decontamination"):
         lines += ["", "Decontamination hits per eval set: "
                   + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["decontamination"].items()))]

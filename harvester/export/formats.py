@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,15 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from .record import Record
+
+
+def with_reasoning(record: Record, mode: str) -> Record:
+    """The record as trained on. `think`: the teacher's reasoning trace goes before the answer in
+    <think> tags, the layout reasoning models' chat templates (DeepSeek-R1, QwQ, Qwen3) expect;
+    `drop`: the answer alone."""
+    if mode == "think" and record.reasoning:
+        return dataclasses.replace(record, answer=f"<think>\n{record.reasoning.strip()}\n</think>\n\n{record.answer}")
+    return record
 
 
 def _turns(record: Record) -> list[dict[str, str]]:

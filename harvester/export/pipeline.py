@@ -34,7 +34,7 @@ from .analyze import Analyzer, Decisions, Verdicts, decide
 from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
-from .formats import FORMATS
+from .formats import FORMATS, with_reasoning
 from .record import Record
 from .staging import new_staging, swap_in
 from .writers import SplitWriter, write_hf, write_llamafactory_info
@@ -68,6 +68,8 @@ class ExportReport:
     decontamination: dict[str, int] = field(default_factory=dict)     # eval set → rows dropped
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_rows: int = 0                                           # rows written with a reasoning trace
+    reasoning: str = "think"                                          # how traces were written
     llamafactory: bool = False
     workers: int = 1                                                  # processes in pass 1
 
@@ -80,7 +82,8 @@ class ExportReport:
                 "dropped": dict(self.dropped), "rows": self.rows,
                 "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps],
                 "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning}
 
 
 def split_of(job_id: str, test_size: float) -> str:
@@ -261,7 +264,7 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     release_freed_memory()
     report = ExportReport(out=out, format=fmt, selected=len(verdicts), dropped=decisions.dropped,
                           steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
-                          workers=workers)
+                          workers=workers, reasoning=settings.reasoning)
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
@@ -296,7 +299,9 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
             writer = writers.get(split)
             if writer is None:
                 writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows)
-            writer.write(to_row(r))
+            if r.reasoning:
+                report.reasoning_rows += 1
+            writer.write(to_row(with_reasoning(r, settings.reasoning)))
             report.prompt_tokens += r.prompt_tokens or 0
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset

@@ -26,6 +26,7 @@ class Record:
     completion_tokens: int | None = None
     source: str = ""                # "file:line" the prompt came from
     metadata: dict[str, Any] = field(default_factory=dict)
+    reasoning: str | None = None    # the teacher's reasoning trace, apart from the answer
 
     @property
     def prompt_text(self) -> str:

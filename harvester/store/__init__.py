@@ -72,6 +72,7 @@ class AnswerRow:
     completion_tokens: int | None
     latency: float
     raw: dict[str, Any] | None
+    reasoning: str | None = None
 
 
 @dataclass(slots=True)
@@ -409,7 +410,8 @@ class Store:
         (server-side cursor where there is one)."""
         plan_key = self._plan_key(plan_key)
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
-                       R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens)
+                       R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens,
+                       R.c.reasoning)
              .select_from(J.join(R, R.c.job_id == J.c.id))
              .where(J.c.plan_key == plan_key, J.c.status == "done").order_by(J.c.seq))
         if samples == "first":
@@ -420,9 +422,9 @@ class Store:
                                                      yield_per=batch) as conn:
             with conn.begin():
                 for (job_id, prompt_key, seq, sample_index, request, source, content, finish_reason, model,
-                     prompt_tokens, completion_tokens) in conn.execute(q):
+                     prompt_tokens, completion_tokens, reasoning) in conn.execute(q):
                     yield Record(job_id, prompt_key, seq, sample_index, request["messages"], content, finish_reason,
-                                 model, prompt_tokens, completion_tokens, source)
+                                 model, prompt_tokens, completion_tokens, source, reasoning=reasoning)
 
     def answered_seqs(self, plan_key: str | None = None) -> tuple[int, int, int]:
         """(answered jobs, lowest seq, highest seq) of the plan: how to cut it into slices."""
@@ -483,5 +485,10 @@ def _chunks(rows: list[dict[str, Any]], size: int = 500) -> Iterator[list[dict[s
         yield rows[i:i + size]
 
 
+def _v1_reasoning(conn: Connection) -> None:
+    """v1 -> v2: answers keep the teacher's reasoning trace (DeepSeek's reasoning_content, vLLM's...)."""
+    conn.execute(sa.text("ALTER TABLE response ADD COLUMN reasoning TEXT"))
+
+
 # Ordered schema migrations: MIGRATIONS[v - 1] upgrades a store from version v to v + 1.
-MIGRATIONS: list[Any] = []
+MIGRATIONS: list[Any] = [_v1_reasoning]

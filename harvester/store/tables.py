@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Meta(SQLModel, table=True):
@@ -79,6 +79,7 @@ class Response(SQLModel, table=True):
     run_id: int
     model: str | None = None                     # as the teacher reported it
     content: str
+    reasoning: str | None = None                 # the reasoning trace, where the teacher returns one (v2)
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
