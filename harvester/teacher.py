@@ -17,7 +17,7 @@ import openai
 
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
-from .ratelimit import is_quota_exhausted, parse_retry_after
+from .tokens import is_quota_exhausted, parse_retry_after, retry_delay_in_body
 
 RETRYABLE_STATUS = {408, 409, 425, 429}
 FATAL_STATUS = {401, 403}
@@ -128,8 +128,9 @@ class Teacher:
             return FatalError(f"HTTP {status}: {what} ({detail}); check teacher.api_key_env and the "
                               "key's permissions", kind=kind, status=status, headers=headers)
         if status in RETRYABLE_STATUS or status >= 500:
-            return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status,
-                                  retry_after=parse_retry_after(headers), headers=headers)
+            retry_after = parse_retry_after(headers)
+            return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
+                                  retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
         return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
 
     async def aclose(self) -> None:

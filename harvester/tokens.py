@@ -271,9 +271,14 @@ _QUOTA_MARKERS = (
 )
 _LONG_WINDOW = ("per day", "per-day", "perday", "daily", "(rpd)", "(tpd)", "_per_day",
                 "per month", "monthly")
+# A 429 that names a short window or says when to retry is a rate limit, even in quota words:
+# Gemini's OpenAI-compatible endpoint answers a per-minute limit with OpenAI's own "You exceeded your
+# current quota, please check your plan and billing details", a PerMinute quota id and a retry delay.
+_SHORT_WINDOW = ("per minute", "perminute", "per_minute", "per min ", "per second", "persecond",
+                 "retry in", "retrydelay", "try again in")
 
 
-def is_quota_exhausted(status: int, body: str | dict | None) -> bool:
+def is_quota_exhausted(status: int, body: str | dict | list | None) -> bool:
     """True if a 429/403 (or 402, or a 400 about credits) means billing or quota is exhausted."""
     if status == 402:
         return True
@@ -281,7 +286,25 @@ def is_quota_exhausted(status: int, body: str | dict | None) -> bool:
         return False
     text = body if isinstance(body, str) else json.dumps(body, default=str)
     text = text.lower()
-    if any(m in text for m in _QUOTA_MARKERS):
+    if status != 400 and ("quota" in text or "limit" in text) and any(m in text for m in _LONG_WINDOW):
         return True
-    return (status != 400 and ("quota" in text or "limit" in text)
-            and any(m in text for m in _LONG_WINDOW))
+    if status == 429 and any(m in text for m in _SHORT_WINDOW):
+        return False
+    return any(m in text for m in _QUOTA_MARKERS)
+
+
+_BODY_DELAY = re.compile(r'"retrydelay":\s*"(\d+(?:\.\d+)?)s"|(?:retry|try again) in (\d+(?:\.\d+)?)\s*(ms|s)\b')
+
+
+def retry_delay_in_body(body: str | dict | list | None) -> float | None:
+    """Seconds to wait when an error body says so and the headers do not, the first one stated:
+    "Please retry in 36.2s" / "try again in 20ms" in a message, or Google's RetryInfo `"retryDelay": "36s"`."""
+    if body is None:
+        return None
+    text = (body if isinstance(body, str) else json.dumps(body, default=str)).lower()
+    m = _BODY_DELAY.search(text)
+    if m is None:
+        return None
+    if m.group(1) is not None:
+        return float(m.group(1))
+    return float(m.group(2)) / (1000.0 if m.group(3) == "ms" else 1.0)

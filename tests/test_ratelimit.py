@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import json
 import random
 from email.utils import formatdate
 
@@ -17,7 +18,7 @@ from harvester.ratelimit import (
     parse_reset,
     parse_retry_after,
 )
-from harvester.tokens import TokenEstimator
+from harvester.tokens import TokenEstimator, retry_delay_in_body
 
 
 class FakeClock:
@@ -113,6 +114,22 @@ def test_is_quota_exhausted() -> None:
                                        "Used 29000. Please try again in 2s.", "code": "rate_limit_exceeded"}}
     assert not is_quota_exhausted(429, rate_limit)
     assert not is_quota_exhausted(429, "Quota exceeded for metric: generate_content_requests per minute")
+    # Gemini's OpenAI-compatible endpoint: OpenAI's quota sentence for a per-minute limit (a list body) ...
+    gemini = [{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": (
+        "You exceeded your current quota, please check your plan and billing details. * Quota exceeded for "
+        "metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10. "
+        "Please retry in 36.239822151s."), "details": [
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+                {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}]}}]
+    assert not is_quota_exhausted(429, gemini)
+    assert retry_delay_in_body(gemini) == pytest.approx(36.24, abs=0.01)       # the first one stated
+    # ... and for the day's quota, which no retry within the run can fix
+    daily = json.loads(json.dumps(gemini).replace("PerMinute", "PerDay"))
+    assert is_quota_exhausted(429, daily)
+    assert retry_delay_in_body("Please try again in 20ms.") == 0.02
+    assert retry_delay_in_body({"error": {"message": "Rate limit. Please retry in 1.5s"}}) == 1.5
+    assert retry_delay_in_body({"error": {"message": "slow down"}}) is None and retry_delay_in_body(None) is None
     assert not is_quota_exhausted(429, None)
     assert not is_quota_exhausted(403, {"error": {"message": "Project does not have access to model"}})
     assert not is_quota_exhausted(500, openai_quota)
