@@ -52,6 +52,20 @@ _HEADER_SPECS = (  # (dimension, limit, remaining, reset); `limit` values are pe
 )
 
 
+def _longer_than_a_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
+    """Whether a `limit` header counts over a window longer than a minute (Groq sends requests per
+    day beside tokens per minute, under the same names). Seen when the reset is over a minute away,
+    or, early in the window, when the time to refill what was used implies a window of 10 minutes or
+    more: 1 request of 14,400 used and a reset 6 s away is a day. The 2 s floor keeps reset times
+    rounded to whole seconds (Anthropic's) from faking a long window."""
+    if reset is None:
+        return False
+    if reset > 60.0:
+        return True
+    used = limit - remaining if remaining is not None else 0.0
+    return reset >= 2.0 and used > 0 and reset * limit / used >= 600.0
+
+
 def _num(v: str | None) -> float | None:
     try:
         return float(v) if v is not None else None
@@ -206,8 +220,8 @@ class RateLimiter:
             rst = h.get(kt)
             reset = parse_reset(rst, self._wall()) if rst else None
             limit = _num(lim)
-            # A reset beyond a minute means a longer window (e.g. per day): not a per-minute limit.
-            if limit is not None and limit > 0 and (reset is None or reset <= 60.0) and limit != d.header:
+            if limit is not None and limit > 0 and not _longer_than_a_minute(limit, _num(rem), reset) \
+                    and limit != d.header:
                 d.header = limit
                 relimit = True
             remaining = _num(rem)

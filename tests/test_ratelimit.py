@@ -367,6 +367,18 @@ def test_a_per_day_limit_header_is_not_taken_as_per_minute() -> None:
     p = rl.try_acquire(10, 10)
     rl.complete(p, status=200, headers=openai_headers(14_400, 14_000, "2h46m40s"))
     assert rl.snapshot()["limits"]["rpm"]["source"] == "learned"
+    # Early in the day (Groq: requests per day and tokens per minute under the same names) the
+    # reset is short, but refilling 1 request in 6 s means a day's window; the tokens are per minute.
+    rl = limiter(clock)
+    p = rl.try_acquire(10, 10)
+    rl.complete(p, status=200, headers=openai_headers(14_400, 14_399, "6s", tokens=(18_000, 17_900, "333ms")))
+    lim = rl.snapshot()["limits"]
+    assert lim["rpm"] is None and (lim["tpm"]["value"], lim["tpm"]["source"]) == (18_000, "headers")
+    # A per-minute limit whose reset is rounded up to whole seconds is still per minute.
+    rl = limiter(clock)
+    p = rl.try_acquire(10, 10)
+    rl.complete(p, status=200, headers=openai_headers(4_000, 3_999, "1s"))
+    assert (rl.snapshot()["limits"]["rpm"]["value"], rl.snapshot()["limits"]["rpm"]["source"]) == (4_000, "headers")
 
 
 # --------------------------------------------------------------------------- 429
