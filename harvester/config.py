@@ -82,7 +82,7 @@ class Teacher(_Model):
 class PromptSet(_Model):
     path: Path
     samples: int = Field(1, ge=1, le=1000, description="answers wanted per prompt")
-    format: Literal["auto", "jsonl", "yaml", "csv"] = "auto"
+    format: Literal["auto", "jsonl", "json", "yaml", "csv", "parquet", "hf"] = "auto"
 
 
 class Retry(_Model):

@@ -1,10 +1,16 @@
 """Prompt sets → job specs with stable ids. Every error names the file and the line.
 
-Formats:
-- JSONL: one object a line with `prompt` (text) or `messages` (chat turns); optional `system`, `id`, `metadata`.
+A row is one of four shapes: `prompt` (text), `messages` (chat turns), `instruction` with an optional
+`input` (Alpaca, Dolly), or `conversations` (ShareGPT: `from`/`value` turns, the request being every
+turn up to the last human one); optional `system`, `id`, `metadata`. An answer already in the row
+(Alpaca's `output`, ShareGPT's last `gpt` turn) is kept as `metadata.reference`, not sent.
+
+Files:
+- JSONL: one row a line. JSON: an array of rows (Alpaca's `alpaca_data.json`).
 - YAML: `template` + `variables` (lists expand as a product), a list of `templates`, and/or a
-  list of literal `prompts` (strings or objects shaped like a JSONL row); an optional top-level `system`.
-- CSV: a header row with `prompt` (or `messages` as JSON); optional `system`, `id`; other columns → metadata.
+  list of literal `prompts` (strings or rows); an optional top-level `system`.
+- CSV, Parquet, a local HF dataset (a `save_to_disk` folder): a table whose columns name the row's
+  keys (`messages`/`conversations` as JSON text in CSV); other columns → metadata.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import io
 import itertools
 import json
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +32,11 @@ from .errors import PromptSourceError
 from .hashing import content_hash
 
 ROLES = {"system", "user", "assistant"}
-ROW_KEYS = {"prompt", "messages", "system", "id", "metadata"}
+SHAPES = ("prompt", "messages", "instruction", "conversations")
+ROW_KEYS = {*SHAPES, "input", "output", "system", "id", "metadata"}
+# ShareGPT speakers as written by the datasets that use the format
+_SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+             "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
 
 
 @dataclass(slots=True)
@@ -69,16 +79,21 @@ def read_prompt_set(prompt_set: PromptSet) -> Iterator[Prompt]:
     path = prompt_set.path
     kind = prompt_set.format
     if kind == "auto":
-        kind = {".jsonl": "jsonl", ".ndjson": "jsonl", ".yaml": "yaml", ".yml": "yaml",
-                ".csv": "csv"}.get(path.suffix.lower(), "")
+        kind = "hf" if path.is_dir() else {
+            ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".yaml": "yaml", ".yml": "yaml",
+            ".csv": "csv", ".parquet": "parquet"}.get(path.suffix.lower(), "")
         if not kind:
-            raise PromptSourceError(f"{path}: unknown prompt file type {path.suffix!r} "
-                                    "(use .jsonl, .yaml, .csv or set format)")
-    text = _read_text(path)
-    reader = {"jsonl": _read_jsonl, "yaml": _read_yaml, "csv": _read_csv}[kind]
+            raise PromptSourceError(f"{path}: unknown prompt file type {path.suffix!r} (use .jsonl, .json, "
+                                    ".yaml, .csv, .parquet, a save_to_disk folder, or set format)")
+    if kind in ("parquet", "hf"):
+        from .prompt_tables import read_hf_dataset, read_parquet
+        prompts = (read_parquet if kind == "parquet" else read_hf_dataset)(path)
+    else:
+        reader = {"jsonl": _read_jsonl, "json": _read_json, "yaml": _read_yaml, "csv": _read_csv}[kind]
+        prompts = reader(_read_text(path), str(path))
     count = 0
     try:
-        for prompt in reader(text, str(path)):
+        for prompt in prompts:
             count += 1
             yield prompt
     except RecursionError:  # JSON nested thousands deep, or a YAML alias that contains itself
@@ -112,8 +127,11 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     if unknown:  # YAML keys may be numbers: sort their text
         raise PromptSourceError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
                                 f"allowed: {sorted(ROW_KEYS)}")
-    if ("prompt" in row) == ("messages" in row):
-        raise PromptSourceError(f"{where}: give exactly one of 'prompt' or 'messages'")
+    if sum(k in row for k in SHAPES) != 1:
+        raise PromptSourceError(f"{where}: give exactly one of 'prompt', 'messages', 'instruction' (Alpaca) or "
+                                "'conversations' (ShareGPT)")
+    if "instruction" not in row and ("input" in row or "output" in row):
+        raise PromptSourceError(f"{where}: 'input' and 'output' go with 'instruction'")
     system = row.get("system", system)
     if system is not None and (not isinstance(system, str) or not system.strip()):
         raise PromptSourceError(f"{where}: 'system' must be non-empty text")
@@ -128,15 +146,53 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
         if not isinstance(row["id"], (str, int)):
             raise PromptSourceError(f"{where}: 'id' must be text or a number")
         metadata = {**metadata, "id": row["id"]}
+    reference = None
     if "prompt" in row:
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise PromptSourceError(f"{where}: 'prompt' must be non-empty text")
-        messages = [{"role": "user", "content": row["prompt"]}]
+        messages = [{"role": "user", "content": _text(row, "prompt", where)}]
+    elif "instruction" in row:
+        extra = _text(row, "input", where, optional=True)
+        instruction = _text(row, "instruction", where)
+        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+        reference = _text(row, "output", where, optional=True)
+    elif "conversations" in row:
+        messages, reference = _sharegpt(row["conversations"], where)
     else:
         messages = _check_messages(row["messages"], where)
+    if reference:
+        metadata = {**metadata, "reference": reference}
     if system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
     return Prompt(messages, where, metadata)
+
+
+def _text(row: dict[Any, Any], key: str, where: str, *, optional: bool = False) -> str:
+    value = row.get(key)
+    if optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        raise PromptSourceError(f"{where}: '{key}' must be {'text' if optional else 'non-empty text'}")
+    return value
+
+
+def _sharegpt(turns: Any, where: str) -> tuple[list[dict[str, str]], str | None]:
+    """ShareGPT turns → the request (every turn up to the last human one) and the answer after it."""
+    if not isinstance(turns, list) or not turns:
+        raise PromptSourceError(f"{where}: 'conversations' must be a non-empty list")
+    messages = []
+    for i, t in enumerate(turns):
+        role = _SPEAKERS.get(str(t.get("from", "")).lower()) if isinstance(t, dict) else None
+        if role is None or set(t) - {"from", "value", "weight"} or not isinstance(t.get("value"), str) \
+                or not t["value"].strip():
+            raise PromptSourceError(f"{where}: conversations[{i}] must be {{from: human|gpt|system, "
+                                    "value: non-empty text}")
+        messages.append({"role": role, "content": t["value"]})
+    reference = None
+    while messages and messages[-1]["role"] == "assistant":
+        reference = reference or messages[-1]["content"]   # the last answer, the one a student learns from
+        messages.pop()
+    if not messages:
+        raise PromptSourceError(f"{where}: 'conversations' has no human turn")
+    return _check_messages(messages, where), reference
 
 
 def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
@@ -171,35 +227,89 @@ def _read_jsonl(text: str, name: str) -> Iterator[Prompt]:
         yield row_to_prompt(row, where)
 
 
+def _read_json(text: str, name: str) -> Iterator[Prompt]:
+    """A JSON array of rows, each error at the line where its row starts."""
+    decoder = json.JSONDecoder()
+    line, counted = 1, 0
+
+    def at(i: int) -> int:  # the line of text[i], counted incrementally (rows come in order)
+        nonlocal line, counted
+        line += text.count("\n", counted, i)
+        counted = i
+        return line
+
+    def skip(i: int) -> int:
+        while i < len(text) and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    pos = skip(0)
+    if not text.startswith("[", pos):
+        raise PromptSourceError(f"{name}:{at(pos)}: expected a JSON array of rows (or use .jsonl, a row a line)")
+    pos = skip(pos + 1)
+    closed = text.startswith("]", pos)
+    while not closed:
+        try:
+            row, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise PromptSourceError(f"{name}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        yield row_to_prompt(row, f"{name}:{at(pos)}")
+        pos = skip(end)
+        if text.startswith(",", pos):
+            pos = skip(pos + 1)
+        elif text.startswith("]", pos):
+            closed = True
+        else:
+            raise PromptSourceError(f"{name}:{at(pos)}: expected ',' or ']' after a row")
+    if skip(pos + 1) < len(text):
+        raise PromptSourceError(f"{name}:{at(skip(pos + 1))}: text after the array")
+
+
 def _read_csv(text: str, name: str) -> Iterator[Prompt]:
     reader = csv.DictReader(io.StringIO(text))
     try:
-        fields = reader.fieldnames or []
-        if "prompt" not in fields and "messages" not in fields:
-            raise PromptSourceError(f"{name}:1: the header needs a 'prompt' or 'messages' column")
-        yield from _csv_rows(reader, name)
+        need_a_shape(reader.fieldnames or [], f"{name}:1: the header")
+        for row in reader:
+            yield table_row(row, f"{name}:{reader.line_num}")
     except csv.Error as e:  # e.g. a field longer than csv.field_size_limit(); in the row after the last read
         raise PromptSourceError(f"{name}:{reader.line_num + 1}: not valid CSV ({e})") from None
 
 
-def _csv_rows(reader: csv.DictReader[str], name: str) -> Iterator[Prompt]:
-    for row in reader:
-        where = f"{name}:{reader.line_num}"
-        data: dict[str, Any] = {}
-        meta = {k: v for k, v in row.items() if k not in ROW_KEYS and k is not None and v != ""}
-        if row.get("prompt"):
-            data["prompt"] = row["prompt"]
-        if row.get("messages"):
+def need_a_shape(columns: Iterable[Any], what: str) -> None:
+    if not set(columns) & set(SHAPES):
+        raise PromptSourceError(f"{what} needs a 'prompt', 'messages', 'instruction' or 'conversations' column")
+
+
+def table_row(values: dict[Any, Any], where: str) -> Prompt:
+    """A row of a table (CSV, Parquet, HF dataset): columns named like a row's keys make the row (chat
+    turns may be JSON text), empty cells are absent, other columns go to metadata."""
+    data: dict[str, Any] = {}
+    meta: dict[str, Any] = {}
+    for key, value in values.items():
+        if key is None or value is None or value == "":
+            continue
+        if key in ("messages", "conversations") and isinstance(value, str):
             try:
-                data["messages"] = json.loads(row["messages"])
+                value = json.loads(value)
             except json.JSONDecodeError:
-                raise PromptSourceError(f"{where}: 'messages' is not valid JSON") from None
-        for key in ("system", "id"):
-            if row.get(key):
-                data[key] = row[key]
-        if meta:
-            data["metadata"] = meta
-        yield row_to_prompt(data, where)
+                raise PromptSourceError(f"{where}: '{key}' is not valid JSON") from None
+        if key == "metadata" and isinstance(value, dict):
+            meta.update({str(k): _plain(v) for k, v in value.items()})
+        elif key in ROW_KEYS and key != "metadata":
+            data[key] = value
+        else:
+            meta[str(key)] = _plain(value)
+    if meta:
+        data["metadata"] = meta
+    return row_to_prompt(data, where)
+
+
+def _plain(value: Any) -> Any:
+    """A cell as a JSON value the store can keep (dates and bytes as text, NaN as null)."""
+    try:
+        return json.loads(json.dumps(value, default=str, allow_nan=False))
+    except ValueError:
+        return None
 
 
 # --- YAML, with line numbers -------------------------------------------------------------

@@ -42,12 +42,14 @@ nonblank = text.filter(lambda s: s.strip() != "")
 json_scalar = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
 json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=4)
                           | st.dictionaries(text, inner, max_size=4), max_leaves=12)
-ROW_KEYS = ["prompt", "messages", "system", "id", "metadata"]
+ROW_KEYS = ["prompt", "messages", "instruction", "input", "output", "conversations", "system", "id", "metadata"]
 row_key = st.sampled_from(ROW_KEYS) | text
 # Rows near the valid shape: right keys, any values; messages with right and wrong parts.
 message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", "robot"]),
                                  "content": json_value})
-row = st.dictionaries(row_key, json_value | st.lists(message, max_size=3), max_size=4) | json_value
+turn = st.fixed_dictionaries({"from": st.sampled_from(["human", "gpt", "system", "robot"]), "value": json_value})
+row = st.dictionaries(row_key, json_value | st.lists(message, max_size=3) | st.lists(turn, max_size=3),
+                      max_size=4) | json_value
 
 
 def write(name: str, data: bytes) -> Path:
@@ -68,7 +70,7 @@ def read_all(path: Path, fmt: str = "auto") -> list[Any] | PromptSourceError:
 # --- never anything but PromptSourceError ---------------------------------------------------
 
 @SETTINGS
-@given(data=st.binary(max_size=300), fmt=st.sampled_from(["jsonl", "yaml", "csv"]))
+@given(data=st.binary(max_size=300), fmt=st.sampled_from(["jsonl", "json", "yaml", "csv"]))
 @example(data=b'{"prompt": "caf\xe9"}\n', fmt="jsonl")
 @example(data=b"\xef\xbb\xbf" + b'{"prompt": "with a BOM"}\n', fmt="jsonl")
 def test_arbitrary_bytes_parse_or_raise_prompt_source_error(data: bytes, fmt: str) -> None:
@@ -80,6 +82,14 @@ def test_arbitrary_bytes_parse_or_raise_prompt_source_error(data: bytes, fmt: st
 def test_jsonl_rows_of_any_shape_parse_or_raise_prompt_source_error(rows: list[Any], blank_lines: bool) -> None:
     sep = "\n\n" if blank_lines else "\n"
     got = read_all(write("rows.jsonl", sep.join(json.dumps(r, ensure_ascii=False) for r in rows).encode()))
+    if isinstance(got, list):
+        assert all(p.messages and p.messages[-1]["role"] == "user" for p in got)
+
+
+@SETTINGS
+@given(rows=st.lists(row, max_size=5), indent=st.none() | st.integers(0, 2))
+def test_json_arrays_of_any_rows_parse_or_raise_prompt_source_error(rows: list[Any], indent: int | None) -> None:
+    got = read_all(write("rows.json", json.dumps(rows, ensure_ascii=False, indent=indent).encode()))
     if isinstance(got, list):
         assert all(p.messages and p.messages[-1]["role"] == "user" for p in got)
 
