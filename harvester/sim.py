@@ -98,7 +98,7 @@ class SimConfig:
     max_context: int | None = None    # prompt + max_tokens above this gets 400 context_length_exceeded
     reasoning: bool = False           # answer as a reasoning model: a `reasoning_content` trace first
     seed: int = 0
-    log_path: str | None = None       # JSONL: a line per request admitted ("received"), refused at a limit ("rate_limited"), answered
+    log_path: str | None = None       # JSONL: a line per request received, rate_limited (429) or answered
 
 
 @dataclass
