@@ -278,14 +278,18 @@ _SHORT_WINDOW = ("per minute", "perminute", "per_minute", "per min ", "per secon
                  "retry in", "retrydelay", "try again in")
 
 
+def _body_text(body: str | dict | list) -> str:
+    """An error body as lower-case text, to look for words in."""
+    return (body if isinstance(body, str) else json.dumps(body, default=str)).lower()
+
+
 def is_quota_exhausted(status: int, body: str | dict | list | None) -> bool:
     """True if a 429/403 (or 402, or a 400 about credits) means billing or quota is exhausted."""
     if status == 402:
         return True
     if status not in (400, 403, 429) or body is None:
         return False
-    text = body if isinstance(body, str) else json.dumps(body, default=str)
-    text = text.lower()
+    text = _body_text(body)
     if status != 400 and ("quota" in text or "limit" in text) and any(m in text for m in _LONG_WINDOW):
         return True
     if status == 429 and any(m in text for m in _SHORT_WINDOW):
@@ -301,8 +305,7 @@ def retry_delay_in_body(body: str | dict | list | None) -> float | None:
     "Please retry in 36.2s" / "try again in 20ms" in a message, or Google's RetryInfo `"retryDelay": "36s"`."""
     if body is None:
         return None
-    text = (body if isinstance(body, str) else json.dumps(body, default=str)).lower()
-    m = _BODY_DELAY.search(text)
+    m = _BODY_DELAY.search(_body_text(body))
     if m is None:
         return None
     if m.group(1) is not None:

@@ -19,10 +19,9 @@ from itertools import islice
 import numpy as np
 
 from .decontam import Decontaminator, record_words
-from .dedup import Fields, NearDupConfig, NearDupIndex, record_text
+from .dedup import Fields, NearDupConfig, NearDupIndex, exact_key, record_text
 from .filters import REASONS, FilterConfig, filter_reason
 from .record import Record
-from ..hashing import text_key
 
 KEEP = 0
 EXACT = len(REASONS) + 1           # filter reasons are 1..len(REASONS)
@@ -102,8 +101,7 @@ class Analyzer:
                 continue
             survivors.append(i)
             if self.exact is not None:
-                parts = (rec.answer,) if self.exact == "answer" else (rec.prompt_text, rec.answer)
-                keys[i] = np.frombuffer(bytes.fromhex(text_key(*parts)), np.uint8)
+                keys[i] = np.frombuffer(exact_key(rec, self.exact), np.uint8)
         hits: dict[int, tuple[str, ...]] = {}
         if self.decontaminator is not None and survivors:
             found = self.decontaminator.batch_hits([record_words(records[i]) for i in survivors])

@@ -125,8 +125,14 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- exact dedup
+def exact_key(record: Record, fields: Fields) -> bytes:
+    """The 16-byte exact-dedup key of a row: `text_key` of its answer, or of prompt and answer."""
+    parts = (record.answer,) if fields == "answer" else (record.prompt_text, record.answer)
+    return bytes.fromhex(text_key(*parts))
+
+
 class ExactDedup:
-    """Streaming exact dedup on `text_key` (case, whitespace, punctuation folded).
+    """Streaming exact dedup on `exact_key` (case, whitespace, punctuation folded).
     Memory: one 128-bit int per distinct kept row (~80 B with the set slot)."""
 
     def __init__(self, fields: Fields = "prompt+answer") -> None:
@@ -134,8 +140,7 @@ class ExactDedup:
         self._seen: set[int] = set()
 
     def key(self, record: Record) -> int:
-        parts = (record.answer,) if self.fields == "answer" else (record.prompt_text, record.answer)
-        return int(text_key(*parts), 16)
+        return int.from_bytes(exact_key(record, self.fields), "big")
 
     def seen(self, record: Record) -> bool:
         """True if an equal row was seen before; otherwise remember this one."""
