@@ -6,7 +6,6 @@ one killed in the middle of a run (connections refused from then on), one failin
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import subprocess
 import sys
@@ -63,17 +62,9 @@ def test_an_answer_ends_the_streak_and_none_means_never() -> None:
 
 
 # --- end to end -------------------------------------------------------------------------------
-def _job(folder: Path, url: str, n: int, **retry: object) -> Path:
-    with (folder / "prompts.jsonl").open("w") as f:
-        for i in range(n):
-            f.write(json.dumps({"prompt": f"Question {i}: say something about the number {i}."}) + "\n")
-    job = {"name": "t", "prompts": [{"path": "prompts.jsonl"}],
-           "teacher": {"base_url": url, "model": "sim-teacher", "api_key_env": None, "timeout": 5,
-                       "params": {"max_tokens": 100}, "limits": {"max_concurrency": 4, "rpm": 600}},
-           "retry": {"max_attempts": 6, "initial_wait": 0.01, "max_wait": 0.1, "outage_after": 1.0, **retry}}
-    path = folder / "job.yaml"
-    path.write_text(yaml.safe_dump(job))
-    return path
+# A fast teacher setting and quick retries; the teacher counts as down after 1 s without an answer.
+TEACHER = {"timeout": 5, "params": {"max_tokens": 100}, "limits": {"max_concurrency": 4, "rpm": 600}}
+RETRY = {"max_attempts": 6, "initial_wait": 0.01, "max_wait": 0.1, "outage_after": 1.0}
 
 
 def _counts(job: Path) -> dict[str, int]:
@@ -81,10 +72,10 @@ def _counts(job: Path) -> dict[str, int]:
         return dict(c.execute("SELECT status, count(*) FROM job GROUP BY status").fetchall())
 
 
-def test_a_teacher_that_dies_mid_run_stops_it_with_exit_4_and_a_rerun_finishes(sim_process, tmp_path) -> None:
+def test_a_teacher_that_dies_mid_run_stops_it_with_exit_4_and_a_rerun_finishes(sim_process, make_job) -> None:
     n = 60
     sim = sim_process(rpm=600, latency=0.02)                # 10 answers/s: the run takes ~6 s
-    job = _job(tmp_path, sim.url, n)
+    job = make_job(sim, n=n, teacher=TEACHER, retry=RETRY)
     run = subprocess.Popen([sys.executable, "-m", "harvester.cli", "run", str(job), "--quiet"], cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -113,9 +104,9 @@ def test_a_teacher_that_dies_mid_run_stops_it_with_exit_4_and_a_rerun_finishes(s
     assert stats["distinct_prompts_answered"] == n - done and stats["prompts_answered_more_than_once"] == 0
 
 
-def test_a_teacher_failing_every_request_from_the_start(sim_factory, tmp_path) -> None:
+def test_a_teacher_failing_every_request_from_the_start(sim_factory, make_job) -> None:
     sim = sim_factory(error_rate=1.0, seed=3)
-    job = _job(tmp_path, sim.url, 12)
+    job = make_job(sim, n=12, teacher=TEACHER, retry=RETRY)
     h = Harvester(load_job(job))
     t0 = time.monotonic()
     result = h.run_sync(handle_signals=False)

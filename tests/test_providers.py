@@ -4,15 +4,12 @@ some OpenAI-compatible endpoints do, rather than the way the simulator does."""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp import web
 
 from conftest import cli
@@ -74,19 +71,14 @@ def gemini_like() -> Iterator[GeminiLike]:
     thread.join(10)
 
 
-def test_a_per_minute_limit_in_quota_words_is_waited_out_not_fatal(gemini_like: GeminiLike, tmp_path: Path) -> None:
+def test_a_per_minute_limit_in_quota_words_is_waited_out_not_fatal(gemini_like: GeminiLike, make_job) -> None:
     n = 6
-    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": f"topic {i}"}) + "\n" for i in range(n)))
-    job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump({
-        "name": "g", "prompts": [{"path": "p.jsonl"}],
-        "teacher": {"base_url": gemini_like.url, "model": "gemini-2.0-flash", "api_key_env": None,
-                    "terms": {"training_use": "allowed"}, "limits": {"max_concurrency": 2}},
-        "retry": {"initial_wait": 0.01, "max_wait": 0.05}}))
+    job = make_job(gemini_like, n=n, teacher={"model": "gemini-2.0-flash", "terms": {"training_use": "allowed"},
+                                              "limits": {"max_concurrency": 2}})
     r = cli("run", str(job), "--quiet", timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr                  # was exit 1: "quota exhausted"
     assert gemini_like.limited == n and set(gemini_like.seen.values()) == {2}
-    with sqlite3.connect(tmp_path / "data" / "g.db") as c:
+    with sqlite3.connect(job.parent / "data" / "t.db") as c:
         assert c.execute("SELECT count(*) FROM job WHERE status = 'done'").fetchone() == (n,)
         waits = [ra for (ra,) in c.execute("SELECT retry_after FROM attempt WHERE http_status = 429")]
     assert waits == [pytest.approx(0.2)] * n                      # the delay stated in the body
