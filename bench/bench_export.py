@@ -26,37 +26,32 @@ from bench_dedup import Corpus  # noqa: E402
 
 def job_dict(folder: Path) -> dict:
     return {"name": "bench", "teacher": {"model": "m", "api_key_env": None},
-            "prompts": [{"path": "unused.jsonl"}], "store": f"sqlite:///{folder}/bench.db",
+            "prompts": [{"path": "prompts.jsonl"}], "store": f"sqlite:///{folder}/bench.db",
             "export": {"out": str(folder / "out"), "format": "openai", "test_size": 0.05}}
 
 
 def load(n: int, folder: Path) -> None:
+    """Write n prompts, plan them, and record an answer for each through the store's API."""
     from harvester import Harvester
     from harvester.config import job_from_dict
-    from harvester.hashing import content_hash
-    from harvester.prompts import JobSpec
+    from harvester.prompts import plan
     from harvester.store import AnswerRow
 
-    h = Harvester(job_from_dict(job_dict(folder), base=folder))
+    with (folder / "prompts.jsonl").open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"prompt": f"Question {i}: tell me about item {i % 9973}."}) + "\n")
+    job = job_from_dict(job_dict(folder), base=folder)
+    h = Harvester(job)
+    h.plan()
     corpus = Corpus(n, 42)
-
-    def batches(size: int = 5000):
-        for start in range(0, n, size):
-            specs, answers = [], []
-            for i in range(start, min(n, start + size)):
-                messages = [{"role": "user", "content": f"Question {i}: tell me about item {i % 9973}."}]
-                request = {"model": "m", "messages": messages, "params": {}}
-                spec = JobSpec(content_hash({**request, "sample": 0}), content_hash(messages), i, 0, request,
-                               f"unused.jsonl:{i + 1}", {})
-                text = corpus.text(i)
-                specs.append(spec)
-                answers.append(AnswerRow(spec.id, 1, "m", text, "stop", 12, len(text) // 4, 0.1, None))
-            yield specs, answers
-
-    for specs, answers in batches():
-        h.store.plan(specs, "bench")
-        h.store.record([], answers, [])
-    h.store.set_meta("plan_key", "bench")
+    answers = []
+    for spec in plan(job):
+        text = corpus.text(spec.seq)
+        answers.append(AnswerRow(spec.id, 1, "m", text, "stop", 12, len(text) // 4, 0.1, None))
+        if len(answers) == 5000:
+            h.store.record([], answers, [])
+            answers = []
+    h.store.record([], answers, [])
 
 
 def export(folder: Path, workers: str) -> dict:

@@ -27,7 +27,7 @@ from .errors import HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
 from .prompts import JobSpec, plan
-from .store import Store
+from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, utc_now
 from .store import ledger
 from .teacher import Teacher
@@ -75,6 +75,7 @@ class Harvester:
         self._store: Store | None = None
         self.last_export: "ExportReport | None" = None
         self._crawler: Crawler | None = None
+        self._plan_key: str | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Harvester":
@@ -94,16 +95,49 @@ class Harvester:
             self._store = None
 
     # --- plan ---------------------------------------------------------------------------
-    def specs(self) -> list[JobSpec]:
-        return list(plan(self.job))
+    def plan_key(self) -> str:
+        """The key of this job file's plan: a hash of its jobs' ids, read from its prompt sets. Every
+        command acts on this plan, not on whichever plan the store saw last (an edited copy of the job
+        file, planned or dry-run since, must not change what `export` or `status` of this one see).
+        Writes nothing. Reading 1M prompts takes ~20 s, so the store remembers the key of each
+        fingerprint it planned (prompt files' sizes and mtimes, model, params, samples)."""
+        if self._plan_key is None:
+            known = self.store.get_meta(self._fingerprint_key()) if self.store_exists() else None
+            if known is None:
+                digest = hashlib.sha256()
+                for spec in plan(self.job):
+                    digest.update(spec.id.encode())
+                known = digest.hexdigest()[:32]
+            self._plan_key = known
+        return self._plan_key
+
+    def _fingerprint_key(self) -> str:
+        files = []
+        for prompt_set in self.job.prompts:
+            paths = sorted(p for p in prompt_set.path.rglob("*") if p.is_file()) if prompt_set.path.is_dir() \
+                else [prompt_set.path]
+            for path in paths:
+                try:
+                    st = path.stat()
+                except OSError:
+                    return "plan_of:unreadable"      # never stored: the plan is read (and the error named)
+                files.append([str(path.resolve()), st.st_size, st.st_mtime_ns])
+            files.append([prompt_set.samples, prompt_set.format])
+        return "plan_of:" + content_hash({"files": files, "model": self.job.teacher.model,
+                                          "params": self.job.teacher.params})
+
+    def store_exists(self) -> bool:
+        """False for a SQLite store whose file was never created (nothing was ever planned)."""
+        path = sqlite_path(self.job.store or "")
+        return path is None or path.exists()
 
     def plan(self) -> PlanSummary:
         """Read the prompt sets and add their jobs to the store (idempotent: existing jobs stay)."""
-        digest = hashlib.sha256()
-        for spec in plan(self.job):  # first pass: validate every file and key the plan
-            digest.update(spec.id.encode())
-        plan_key = digest.hexdigest()[:32]
+        plan_key = self.plan_key()
         new = 0 if self.store.get_meta("plan_key") == plan_key else self.store.plan(plan(self.job), plan_key)
+        fingerprint = self._fingerprint_key()
+        if fingerprint != "plan_of:unreadable":
+            self.store.set_meta(fingerprint, plan_key)
         # A prompt repeated in the files is one job: count what the store holds, not what was read.
         return PlanSummary(plan_key, self.store.count_jobs(plan_key), new)
 
@@ -234,9 +268,16 @@ class Harvester:
 
     # --- status and export --------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        s = self.store.status(dead_after=dead_after(self.job.lease_seconds))
+        """This job file's plan: jobs by state, tokens, errors, runs, live workers. A job never run
+        reports `planned: False` and creates no store."""
+        plan_key = self.plan_key()
+        if not self.store_exists():
+            return {"job": self.job.name, "store": Store.describe_url(self.job.store or ""), "planned": False,
+                    "plan_key": plan_key}
+        s = self.store.status(plan_key, dead_after=dead_after(self.job.lease_seconds))
         s["workers"] = [w for w in s["workers"] if not process_gone(w)]  # killed on this machine
-        return {"job": self.job.name, "store": self.store.describe(), **s}
+        return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
+                "plan_key": plan_key, **s}
 
     def export(self, out: str | Path | None = None, format: str | None = None,
                workers: int | None = None) -> "datasets.Dataset":
@@ -252,7 +293,7 @@ class Harvester:
         target = Path(out) if out is not None else cfg.out
         assert target is not None
         store = self.store
-        plan_key = store.get_meta("plan_key") or ""
+        plan_key = self.plan_key()
 
         def card(report: "ExportReport") -> str:
             provenance = store.provenance(plan_key)

@@ -73,6 +73,10 @@ class ProgressDisplay:
 
 def status_table(status: dict[str, Any]) -> Table:
     table = Table(title=f"job {status['job']}  ({status['store']})", show_header=False)
+    if not status.get("planned", True):
+        table.add_row("not planned yet", "this job file's prompts have not been planned in this store: "
+                                         "`harvester run` plans and sends them")
+        return table
     for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
                 "prompt_tokens", "completion_tokens"):
         table.add_row(key.replace("_", " "), str(status.get(key, 0)))

@@ -13,8 +13,7 @@ import yaml
 from harvester import Harvester
 from harvester.config import job_from_dict
 from harvester.export.formats import validate_openai_row
-from harvester.hashing import content_hash
-from harvester.prompts import JobSpec
+from harvester.prompts import plan
 from harvester.export.source import StoreSource
 from harvester.store import AnswerRow, Store
 
@@ -28,20 +27,19 @@ ANSWERS = {
 
 
 def fill_store(tmp_path: Path, rows: list[tuple[str, str, str | None]], **export: object) -> Harvester:
-    """A job whose store holds `rows` of (prompt, answer, finish_reason), loaded through the store's API."""
+    """A job whose store holds `rows` of (prompt, answer, finish_reason): its prompt file is written and
+    planned, and the answers are loaded through the store's API."""
+    with (tmp_path / "prompts.jsonl").open("w") as f:
+        for prompt, _, _ in rows:
+            f.write(json.dumps({"system": "Be helpful.", "prompt": prompt}) + "\n")
     job = job_from_dict({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
-                         "prompts": [{"path": "unused.jsonl"}], "export": export}, base=tmp_path)
+                         "prompts": [{"path": "prompts.jsonl"}], "export": export}, base=tmp_path)
     h = Harvester(job)
-    store: Store = h.store
-    specs = []
-    for i, (prompt, _, _) in enumerate(rows):
-        messages = [{"role": "system", "content": "Be helpful."}, {"role": "user", "content": prompt}]
-        request = {"model": "m", "messages": messages, "params": {}}
-        specs.append(JobSpec(content_hash({**request, "sample": i}), content_hash(messages), i, 0, request,
-                             f"unused.jsonl:{i + 1}", {}))
-    store.plan(specs, "p1")
-    store.record([], [AnswerRow(s.id, 1, "m", answer, finish or "stop", 10, 20, 0.1, None)
-                      for s, (_, answer, finish) in zip(specs, rows)], [])
+    h.plan()
+    specs = list(plan(job))
+    assert len({s.id for s in specs}) == len(rows), "fill_store: prompts must differ"
+    h.store.record([], [AnswerRow(s.id, 1, "m", answer, finish or "stop", 10, 20, 0.1, None)
+                        for s, (_, answer, finish) in zip(specs, rows)], [])
     return h
 
 
@@ -50,7 +48,7 @@ def corpus() -> list[tuple[str, str, str | None]]:
              f"Answer {i}: " + " ".join(f"word{i * 31 + k}" for k in range(30)), None) for i in range(60)]
     rows.append(("Explain photosynthesis.", ANSWERS["good"], None))
     rows.append(("Explain photosynthesis briefly.", ANSWERS["good"] + " Indeed.", None))  # near-dup, J = 23/24
-    rows.append(("Explain photosynthesis.", ANSWERS["good"].upper(), None))                             # exact dup
+    rows.append(("explain photosynthesis.", ANSWERS["good"].upper(), None))                             # exact dup
     rows.append(("Tell me a secret.", ANSWERS["refusal"], None))
     rows.append(("Say nothing.", ANSWERS["placeholder"], None))
     rows.append(("Loop.", ANSWERS["repeat"], None))
@@ -155,7 +153,7 @@ def test_worker_processes_write_the_same_files_as_one_process(tmp_path: Path, mo
     one.export(out=tmp_path / "one")
     assert one.last_export.workers == 1                                # small: no processes by default
     many = Harvester(job_from_dict({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
-                                    "prompts": [{"path": "unused.jsonl"}],
+                                    "prompts": [{"path": "prompts.jsonl"}],
                                     "export": {**settings, "workers": 3}}, base=tmp_path))
     if start == "spawn":   # what a process with threads gets (fork is only used without them)
         monkeypatch.setattr("harvester.export.pipeline.start_method", lambda: "spawn")
@@ -180,7 +178,7 @@ def test_a_forked_worker_opens_the_store_afresh_instead_of_using_its_parents_con
     import multiprocessing
 
     h = fill_store(tmp_path, corpus())
-    source = StoreSource(h.store.url, "p1", "all", h.store)
+    source = StoreSource(h.store.url, h.plan_key(), "all", h.store)
     assert sum(1 for _ in source.records()) == len(corpus())          # the parent's connection is in use
     with multiprocessing.get_context("fork").Pool(1) as pool:
         fresh, rows = pool.apply(_opened_in_child, (source,))

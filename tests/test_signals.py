@@ -108,7 +108,7 @@ def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_noth
     fill_store(tmp_path, rows).store.close()
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
-                                   "prompts": [{"path": "unused.jsonl"}]}))
+                                   "prompts": [{"path": "prompts.jsonl"}]}))
     out = tmp_path / "data" / "ex"
     out.mkdir(parents=True)
     (out / "train.jsonl").write_text("the last export\n")
@@ -151,7 +151,7 @@ def test_an_export_killed_outright_leaves_a_staging_folder_that_the_next_export_
     fill_store(tmp_path, rows).store.close()
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump({"name": "ex", "teacher": {"model": "m", "api_key_env": None},
-                                   "prompts": [{"path": "unused.jsonl"}]}))
+                                   "prompts": [{"path": "prompts.jsonl"}]}))
     data = tmp_path / "data"
     staged = lambda: [p.name for p in data.glob(".ex-staging-*")]  # noqa: E731
     proc = popen_cli("export", str(job), "--workers", "1")

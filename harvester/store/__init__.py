@@ -30,7 +30,7 @@ from ..prompts import JobSpec
 from . import ledger
 from .tables import SCHEMA_VERSION, Attempt, Job, Meta, Response, Run, Usage, UsageTotal
 
-__all__ = ["Store", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",
+__all__ = ["Store", "sqlite_path", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",
            "Response", "Usage", "Meta", "SCHEMA_VERSION"]
 
 J = Job.__table__
@@ -83,7 +83,8 @@ class FailureRow:
     permanent: bool
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory SQLite)."""
     u = sa.engine.make_url(url)
     if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
         return None
@@ -95,7 +96,7 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        path = _sqlite_path(url)
+        path = sqlite_path(url)
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,11 @@ class Store:
 
     def describe(self) -> str:
         """The URL without a password: safe for messages."""
-        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        return self.describe_url(self.url)
+
+    @staticmethod
+    def describe_url(url: str) -> str:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
 
     @staticmethod
     def _sqlite_setup(engine: Engine) -> None:
