@@ -89,6 +89,12 @@ class Harvester:
             self._store.bind_job(self.job.name)
         return self._store
 
+    def __enter__(self) -> "Harvester":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
