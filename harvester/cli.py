@@ -22,11 +22,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Harvest a teacher model's answers for distillation: prompt sets in, a clean dataset "
                        "out; every request paid for at most once and every answer kept.\n\n"
                        "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 quota reached (resumable), "
-                       "130 interrupted (resumable).")
+                       "4 the teacher looks down (resumable), 130 interrupted (resumable).")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-JobArg = typer.Argument(..., help="the job file (YAML or TOML)", exists=False)
+JobArg = typer.Argument(..., help="the job file (YAML or TOML)", exists=False, metavar="JOB")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"harvester {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Harvest a teacher model's answers for distillation."""
 
 
 def _guard(fn: Callable[[], int | None]) -> None:
@@ -125,8 +138,11 @@ def export(job: Path = JobArg,
     def go() -> None:
         from .display import export_table
         signal.signal(signal.SIGTERM, _interrupt)   # clean up the half-written folder, as on Ctrl-C
-        if fmt is not None and fmt not in ("openai", "alpaca", "sharegpt", "trl"):
-            raise ConfigError(f"--format: unknown format {fmt!r}; choose openai, alpaca, sharegpt or trl")
+        formats = ("openai", "alpaca", "sharegpt", "trl")
+        if fmt is not None and fmt not in formats:
+            from .config import did_you_mean
+            raise ConfigError(f"--format: unknown format {fmt!r}{did_you_mean(fmt, formats)} "
+                              "(choose openai, alpaca, sharegpt or trl)")
         h = _harvester(job)
         h.export(out_dir, fmt, workers)
         out.print(export_table(h.last_export))

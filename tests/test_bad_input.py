@@ -137,7 +137,7 @@ def missing_prompt_file(f: Path) -> list[str]:
 
 job_wrong_type = job_change("{f}/job.yaml: invalid job file", "teacher.limits.rpm: Input should be a valid number",
                             teacher__limits__rpm="fast")
-job_unknown_key = job_change("teacher.temprature: Extra inputs are not permitted", teacher__temprature=0.2)
+job_unknown_key = job_change("teacher.temprature: unknown key", teacher__temprature=0.2)
 job_missing_field = job_change("teacher.model: Field required", teacher__model=_DELETE)
 job_samples_wrong_type = job_change("prompts[0].samples: Input should be a valid integer",
                                     prompts=[{"path": "prompts.jsonl", "samples": "many"}])
