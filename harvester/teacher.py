@@ -147,7 +147,9 @@ def _safe_text(response: httpx.Response) -> str:
 
 def _error_detail(body: Any) -> str:
     """The server's error message, short; never the whole body."""
-    if isinstance(body, dict):
+    if isinstance(body, dict) and "error" not in body and "detail" in body:
+        text = _fastapi_detail(body["detail"])   # FastAPI servers (transformers serve, many proxies)
+    elif isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             text = str(err.get("message") or err.get("code") or err.get("type") or "")
@@ -157,6 +159,20 @@ def _error_detail(body: Any) -> str:
         text = str(body or "")
     text = " ".join(text.split())
     return (text[:200] + "…") if len(text) > 200 else (text or "no detail")
+
+
+def _fastapi_detail(detail: Any) -> str:
+    """FastAPI's `detail`: a text, or its validation errors `[{loc, msg, type}, ...]` as `loc: msg; ...`."""
+    if not isinstance(detail, list):
+        return str(detail if detail is not None else "")
+    parts = []
+    for item in detail:
+        if isinstance(item, dict):
+            loc = ".".join(str(p) for p in item.get("loc") or [] if p != "body")
+            parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:
