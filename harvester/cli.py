@@ -164,10 +164,16 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         api_key_env: Optional[str] = typer.Option(None, help="require the key in this variable (else 401)"),
         quota_exhausted: bool = typer.Option(False, help="answer every request with 429 insufficient_quota"),
         reasoning: bool = typer.Option(False, help="answer as a reasoning model (a reasoning_content trace)"),
+        refusal_rate: float = typer.Option(0.0, help="share of answers that are a refusal (the export's filters "
+                                           "drop them)"),
+        empty_rate: float = typer.Option(0.0, help="share of answers that are empty"),
         log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
         ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
         seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
-    """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests."""
+    """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
+
+    The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
+    differ, and a fresh simulator answers a harvest as the last one did."""
     def go() -> None:
         from .sim import SimConfig, serve_forever
         key = None
@@ -178,7 +184,8 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         cfg = SimConfig(latency=latency, jitter=jitter, rpm=rpm, tpm=tpm, headers=not no_headers,
                         error_rate=error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
                         slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
-                        quota_exhausted=quota_exhausted, reasoning=reasoning, seed=seed,
+                        quota_exhausted=quota_exhausted, reasoning=reasoning, refusal_rate=refusal_rate,
+                        empty_rate=empty_rate, seed=seed,
                         log_path=str(log) if log else None)
         serve_forever(cfg, port=port, ready_file=ready_file)
     _guard(go)
