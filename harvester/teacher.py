@@ -124,14 +124,23 @@ class Teacher:
                               f"(HTTP {status}: {detail}); retrying cannot help", kind="quota_exhausted",
                               status=status, headers=headers)
         if status in FATAL_STATUS:
-            what = "the API key was rejected" if status == 401 else "access is forbidden"
-            return FatalError(f"HTTP {status}: {what} ({detail}); check teacher.api_key_env and the "
-                              "key's permissions", kind=kind, status=status, headers=headers)
+            return FatalError(f"HTTP {status}: {self._key_advice(status, detail)}", kind=kind, status=status,
+                              headers=headers)
         if status in RETRYABLE_STATUS or status >= 500:
             retry_after = parse_retry_after(headers)
             return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
                                   retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
         return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
+
+    def _key_advice(self, status: int, detail: str) -> str:
+        """What a 401/403 means for this job file's key, and where to fix it."""
+        name, where = self.config.api_key_env, self.config._job_file
+        field = f"teacher.api_key_env in {where}" if where else "teacher.api_key_env"
+        if name is None:
+            return (f"the teacher wants an API key ({detail}), and {field} says none: set it to the name of "
+                    "the variable that holds the key, and export that variable")
+        what = "the API key was rejected" if status == 401 else "access is forbidden"
+        return f"{what} ({detail}); check the key in ${name} ({field}) and the key's permissions"
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -162,3 +162,17 @@ def test_readme_links_nothing_outside_the_checkout() -> None:
                and not (REPO / t.split("#")[0]).resolve().is_relative_to(REPO)]
     assert not outside and "../shared" not in text, outside
     assert "## Architecture" in text or (REPO / "docs" / "architecture.md").exists()
+
+
+def test_a_rejected_or_missing_key_names_the_variable_and_the_job_file(sim_factory, make_job) -> None:
+    sim = sim_factory(api_key="right-key-123")
+    job = make_job(sim, n=5, teacher={"api_key_env": "HARVESTER_TEST_KEY"})
+    r = cli("run", str(job), "--quiet", env={"HARVESTER_TEST_KEY": "wrong-key-456"})
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"check the key in $HARVESTER_TEST_KEY (teacher.api_key_env in {job})" in " ".join(r.stderr.split())
+    job = make_job(sim, n=5)                      # api_key_env: null, against a server that wants a key
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 1
+    assert f"the teacher wants an API key (Incorrect API key provided.), and teacher.api_key_env in {job} says " \
+           "none" in " ".join(r.stderr.split())
+    assert "wrong-key-456" not in r.stdout + r.stderr
