@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import ConfigError, HarvesterError
 
@@ -47,7 +48,7 @@ def _guard(fn: Callable[[], int | None]) -> None:
     try:
         code = fn() or 0
     except HarvesterError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)  # the text as is
         code = e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -94,7 +95,8 @@ def run(job: Path = JobArg,
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
                       highlight=False)
         if result.message:
-            (err if result.exit_code else out).print(result.message, highlight=False)
+            # a server's words may hold brackets that rich would read as markup (or fail on)
+            (err if result.exit_code else out).print(result.message, highlight=False, markup=False)
         return result.exit_code
     _guard(go)
 

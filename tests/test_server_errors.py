@@ -19,6 +19,8 @@ class FastAPILike(Simulator):
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        if body.get("model") == "locked":   # words in brackets, as some servers write them
+            return web.json_response({"detail": "Not authenticated: send [Authorization] [/]"}, status=401)
         if body.get("model") != "sim-teacher":
             return web.json_response({"detail": f"Model {body.get('model')} is not loaded"}, status=404)
         if not isinstance(body.get("top_k", 0), int):
@@ -51,3 +53,10 @@ def test_the_reason_in_a_fastapi_error_body_is_kept(fastapi_like, make_job, teac
     assert "3 failed" in r.stdout
     assert _errors(job) == {reason}
     assert "no detail" not in r.stdout + r.stderr
+
+
+def test_a_server_reason_in_brackets_is_printed_as_it_is(fastapi_like, make_job) -> None:
+    job = make_job(fastapi_like, n=2, teacher={"model": "locked"})
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "HTTP 401: the teacher wants an API key (Not authenticated: send [Authorization] [/])" in r.stderr
