@@ -1,9 +1,12 @@
 """A local OpenAI-compatible teacher for demos, dry runs, tests and benchmarks.
 
-Answers are deterministic functions of the messages. Optional: latency, rate limits enforced per
+Answers are deterministic functions of the messages and of how many answers to the same messages were
+given before (the samples of one prompt are identical requests; so they get different answers, and a
+fresh simulator answers a whole harvest as the last one did). Optional: latency, rate limits enforced per
 one-second window (like providers that enforce a per-minute limit per second) with truthful
 `x-ratelimit-*` headers, and faults (5xx, dropped connections, garbage bodies, answers slower than
-any sane timeout, an exhausted billing quota). `GET /sim/stats` tells what it received and answered.
+any sane timeout, an exhausted billing quota), refusals and empty answers. `GET /sim/stats` tells what it
+received and answered.
 """
 
 from __future__ import annotations
