@@ -12,7 +12,7 @@ import re
 from datetime import date
 from urllib.parse import urlparse
 
-from .config import Teacher, Terms
+from .config import Teacher, Terms, did_you_mean
 from .errors import TermsRefused
 
 READ_ON = date(2026, 11, 28)
@@ -91,7 +91,6 @@ _FAMILIES = (("llama", "meta-llama"), ("qwen", "qwen"), ("qwq", "qwen"), ("mistr
 
 def _unknown_message(teacher: Teacher, provider: str | None) -> str:
     """Why a remote teacher of unknown terms is refused, and the three ways to go on."""
-    from .config import did_you_mean
     known = ", ".join(k for k in KNOWN if k != "meta-llama-3.0")
     if provider:
         what = (f"teacher.provider {provider!r} is not in harvester's table of terms"
