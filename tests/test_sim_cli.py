@@ -61,27 +61,52 @@ def _wait_for(path: Path, proc, timeout: float = 30.0) -> str:
     raise AssertionError("the simulator did not start")
 
 
-def test_the_sim_command_never_prints_its_key_and_injects_refusals(make_job, tmp_path: Path) -> None:
+class _SimProcess:
+    """`harvester sim --port 0 ...` as a process of its own; its output once stopped (Ctrl-C)."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        ready = tmp_path / "url"
+        self.proc = popen_cli("sim", "--port", "0", "--ready-file", str(ready), *args, env=env)
+        self.url = _wait_for(ready, self.proc)
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(self.url[:-3] + "/sim/stats", timeout=10) as f:
+            return json.load(f)
+
+    def stop(self) -> tuple[str, str]:
+        self.proc.send_signal(signal.SIGINT)
+        return self.proc.communicate(timeout=30)
+
+
+def test_the_sim_command_never_prints_its_key(make_job, tmp_path: Path) -> None:
     secret = "sk-sim-test-0123456789abcdef-SECRET"
-    ready = tmp_path / "url"
     env = {"HARVESTER_SIM_TEST_KEY": secret}
-    proc = popen_cli("sim", "--port", "0", "--ready-file", str(ready), "--api-key-env", "HARVESTER_SIM_TEST_KEY",
-                     "--refusal-rate", "0.5", env=env)
+    sim = _SimProcess(tmp_path, "--api-key-env", "HARVESTER_SIM_TEST_KEY", env=env)
     try:
-        url = _wait_for(ready, proc)
-        job = make_job(SimpleNamespace(url=url), n=10, teacher={"api_key_env": "HARVESTER_SIM_TEST_KEY"})
+        job = make_job(SimpleNamespace(url=sim.url), n=5, teacher={"api_key_env": "HARVESTER_SIM_TEST_KEY"})
         r = cli("run", str(job), "--quiet", env=env)
         assert r.returncode == 0, r.stderr
-        with urllib.request.urlopen(url[:-3] + "/sim/stats", timeout=10) as f:
-            stats = json.load(f)
-        assert stats["answered"] == 10 and 0 < stats["refusals"] < 10
+        assert sim.stats()["answered"] == 5          # it did require the key, and got it
     finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = sim.stop()
     assert "required (value not shown)" in out
     assert secret not in out + err and secret[7:27] not in out + err
     help_text = cli("sim", "--help", env=env).stdout
-    assert "--refusal-rate" in help_text and "--empty-rate" in help_text and secret not in help_text
+    assert "--api-key-env" in help_text and secret not in help_text
+
+
+def test_the_sim_command_injects_refusals_and_empty_answers(make_job, tmp_path: Path) -> None:
+    sim = _SimProcess(tmp_path, "--refusal-rate", "0.4", "--empty-rate", "0.2")
+    try:
+        job = make_job(SimpleNamespace(url=sim.url), n=20)
+        assert cli("run", str(job), "--quiet").returncode == 0
+        stats = sim.stats()
+    finally:
+        sim.stop()
+    assert stats["answered"] == 20 and 0 < stats["refusals"] < 20 and 0 < stats["empty_answers"] < 20
+    assert cli("export", str(job)).returncode == 0
+    dropped = _export_stats(job)["dropped"]
+    assert (dropped["refusal"], dropped["empty"]) == (stats["refusals"], stats["empty_answers"])
 
 
 def test_a_port_in_use_is_one_line(sim) -> None:
