@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 import threading
 import time
@@ -100,6 +101,12 @@ class Harvester:
             self._store.close()
             self._store = None
 
+    def __enter__(self) -> "Harvester":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # --- plan ---------------------------------------------------------------------------
     def plan_key(self) -> str:
         """The key of this job file's plan: a hash of its jobs' ids, read from its prompt sets. Every
@@ -176,6 +183,9 @@ class Harvester:
                           quota=guard if guard.active else None, total=summary.jobs,
                           done_before=before["done"], failed_before=before["failed"])
         self._crawler = crawler
+        learned_key = "learned_rate:" + content_hash([self.job.teacher.base_url, self.job.teacher.model])
+        if (learned := store.get_meta(learned_key)) is not None:   # the last run's rate, not the slow start
+            crawler.limiter.start_from(**json.loads(learned))
         restore = self._install_signals(crawler) if handle_signals else None
         outcome: RunOutcome | None = None
         try:
@@ -185,9 +195,11 @@ class Harvester:
             if restore:
                 restore()
             await teacher.aclose()
+            snapshot = crawler.limiter.snapshot()
             store.end_run(run_id, exit_reason=outcome.reason if outcome else "error", sent=crawler.sent,
-                          answered=crawler.answered, rate_limited=crawler.rate_limited,
-                          limiter=crawler.limiter.snapshot())
+                          answered=crawler.answered, rate_limited=crawler.rate_limited, limiter=snapshot)
+            if snapshot["learned"] and crawler.sent and outcome is not None and outcome.reason != "unavailable":
+                store.set_meta(learned_key, json.dumps(snapshot["learned"]))   # not a rate cut by an outage
             self._crawler = None
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
                          dict(outcome.errors), store.status(summary.plan_key))

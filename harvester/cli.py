@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import ConfigError, HarvesterError
 
@@ -22,11 +23,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   help="Harvest a teacher model's answers for distillation: prompt sets in, a clean dataset "
                        "out; every request paid for at most once and every answer kept.\n\n"
                        "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 quota reached (resumable), "
-                       "130 interrupted (resumable).")
+                       "4 the teacher looks down (resumable), 130 interrupted (resumable).")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-JobArg = typer.Argument(..., help="the job file (YAML or TOML)", exists=False)
+JobArg = typer.Argument(..., help="the job file (YAML or TOML)", exists=False, metavar="JOB")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        print(f"harvester {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """Harvest a teacher model's answers for distillation."""
 
 
 def _guard(fn: Callable[[], int | None]) -> None:
@@ -34,7 +48,7 @@ def _guard(fn: Callable[[], int | None]) -> None:
     try:
         code = fn() or 0
     except HarvesterError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, highlight=False)  # the text as is
         code = e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -81,7 +95,8 @@ def run(job: Path = JobArg,
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
                       highlight=False)
         if result.message:
-            (err if result.exit_code else out).print(result.message, highlight=False)
+            # a server's words may hold brackets that rich would read as markup (or fail on)
+            (err if result.exit_code else out).print(result.message, highlight=False, markup=False)
         return result.exit_code
     _guard(go)
 
@@ -125,8 +140,11 @@ def export(job: Path = JobArg,
     def go() -> None:
         from .display import export_table
         signal.signal(signal.SIGTERM, _interrupt)   # clean up the half-written folder, as on Ctrl-C
-        if fmt is not None and fmt not in ("openai", "alpaca", "sharegpt", "trl"):
-            raise ConfigError(f"--format: unknown format {fmt!r}; choose openai, alpaca, sharegpt or trl")
+        formats = ("openai", "alpaca", "sharegpt", "trl")
+        if fmt is not None and fmt not in formats:
+            from .config import did_you_mean
+            raise ConfigError(f"--format: unknown format {fmt!r}{did_you_mean(fmt, formats)} "
+                              "(choose openai, alpaca, sharegpt or trl)")
         h = _harvester(job)
         h.export(out_dir, fmt, workers)
         out.print(export_table(h.last_export))
@@ -148,10 +166,16 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         api_key_env: Optional[str] = typer.Option(None, help="require the key in this variable (else 401)"),
         quota_exhausted: bool = typer.Option(False, help="answer every request with 429 insufficient_quota"),
         reasoning: bool = typer.Option(False, help="answer as a reasoning model (a reasoning_content trace)"),
+        refusal_rate: float = typer.Option(0.0, help="share of answers that are a refusal (the export's filters "
+                                           "drop them)"),
+        empty_rate: float = typer.Option(0.0, help="share of answers that are empty"),
         log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
         ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
         seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
-    """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests."""
+    """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
+
+    The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
+    differ, and a fresh simulator answers a harvest as the last one did."""
     def go() -> None:
         from .sim import SimConfig, serve_forever
         key = None
@@ -162,7 +186,8 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         cfg = SimConfig(latency=latency, jitter=jitter, rpm=rpm, tpm=tpm, headers=not no_headers,
                         error_rate=error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
                         slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
-                        quota_exhausted=quota_exhausted, reasoning=reasoning, seed=seed,
+                        quota_exhausted=quota_exhausted, reasoning=reasoning, refusal_rate=refusal_rate,
+                        empty_rate=empty_rate, seed=seed,
                         log_path=str(log) if log else None)
         serve_forever(cfg, port=port, ready_file=ready_file)
     _guard(go)

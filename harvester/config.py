@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 
 from .errors import ConfigError
 
@@ -43,15 +47,74 @@ class Terms(_Model):
     acknowledgement: str | None = None
 
 
+class _SubfieldError(ValueError):
+    """A validator's error about one key inside its field (`teacher.params.max_tokens`), so that the
+    message names that key, not just the field."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# The OpenAI sampling parameters whose type we know: a wrong one would otherwise surface as a 400 on
+# every request, or as a crash where harvester reads max_tokens. Other params pass through as they are.
+_PARAM_CHECKS: dict[str, tuple[Any, str]] = {
+    "max_tokens": (lambda v: _is_int(v) and v > 0, "a whole number above 0"),
+    "max_completion_tokens": (lambda v: _is_int(v) and v > 0, "a whole number above 0"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number, 0 or more"),
+    "top_p": (lambda v: _is_number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "frequency_penalty": (_is_number, "a number"),
+    "presence_penalty": (_is_number, "a number"),
+    "seed": (_is_int, "a whole number"),
+    "n": (_is_int, "a whole number"),
+    "top_logprobs": (lambda v: _is_int(v) and v >= 0, "a whole number, 0 or more"),
+    "logprobs": (lambda v: isinstance(v, bool), "true or false"),
+    "stop": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+             "a text or a list of texts"),
+}
+# TOML has no null: these spellings of api_key_env mean "this server needs no key".
+NO_KEY = ("", "none", "null")
+
+
 class Teacher(_Model):
     base_url: str = "https://api.openai.com/v1"
     model: str
-    api_key_env: str | None = Field("OPENAI_API_KEY", description="name of the variable holding the key")
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="name of the variable holding the key; "
+                                    "null (TOML: false) for none")
     params: dict[str, Any] = Field(default_factory=dict, description="sampling parameters sent as-is")
     limits: Limits = Field(default_factory=Limits)
     timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
     provider: str | None = Field(None, description="e.g. openai, anthropic; guessed from base_url")
     terms: Terms | None = None
+    _job_file: str | None = PrivateAttr(None)   # named in the error about a missing key
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_url(cls, v: str) -> str:
+        url = urlparse(v.strip())
+        if url.scheme not in ("http", "https") or not url.hostname:
+            example = v.strip() if "://" in v else f"http://{v.strip()}"
+            raise ValueError(f"not a URL: {v!r}; write it with its scheme and host, e.g. {example!r}")
+        return v
+
+    @field_validator("api_key_env", mode="before")
+    @classmethod
+    def _key_name(cls, v: Any) -> Any:
+        if v is None or v is False or (isinstance(v, str) and v.strip().lower() in NO_KEY):
+            return None
+        # Never echo the value: a key pasted here instead of a variable's name must not be printed.
+        if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("must be the name of an environment variable (letters, digits, _), not the key "
+                             "itself; null (TOML: false) for a server that needs no key")
+        return v
 
     @field_validator("params")
     @classmethod
@@ -59,9 +122,12 @@ class Teacher(_Model):
         reserved = {"messages", "model", "stream"} & v.keys()
         if reserved:
             raise ValueError(f"{sorted(reserved)} are set by harvester, not in params")
+        for key, (ok, what) in _PARAM_CHECKS.items():
+            if key in v and v[key] is not None and not ok(v[key]):
+                raise _SubfieldError(key, f"must be {what}, not {v[key]!r}")
         if v.get("n", 1) != 1:
-            raise ValueError("n must be 1: ask for more answers per prompt with prompts[].samples, "
-                             "so that each answer is a job of its own, paid for and kept on its own")
+            raise _SubfieldError("n", "must be 1: ask for more answers per prompt with prompts[].samples, "
+                                 "so that each answer is a job of its own, paid for and kept on its own")
         return v
 
     def api_key(self) -> str:
@@ -70,7 +136,12 @@ class Teacher(_Model):
             return "no-key"  # local teachers (vLLM, Ollama, the simulator) need none
         key = os.environ.get(self.api_key_env)
         if not key:
-            raise ConfigError(f"teacher.api_key_env: environment variable {self.api_key_env} is not set")
+            name = self.api_key_env
+            where = f"{self._job_file}: " if self._job_file else ""
+            raise ConfigError(f"{where}teacher.api_key_env: environment variable {name} is not set. Set it "
+                              f"before running (export {name}=...), or, for a server that needs no key "
+                              "(vLLM, Ollama, harvester sim), set teacher.api_key_env to null (YAML) or "
+                              "false (TOML)")
         return key
 
     @property
@@ -235,10 +306,55 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class of the mapping at `loc` in a job file (list indexes skipped), if any."""
+    model: type[BaseModel] = Job
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        found = _submodel(field.annotation) if field is not None else None
+        if found is None:
+            return None
+        model = found
+    return model
+
+
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_submodel, get_args(annotation)) if m is not None), None)
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """ "; did you mean `x`?" for a close match among `choices`, else ""."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def _message(e: Any) -> tuple[tuple[Any, ...], str]:
+    loc, msg = tuple(e["loc"]), str(e["msg"])
+    cause = (e.get("ctx") or {}).get("error")
+    if isinstance(cause, _SubfieldError):
+        return (*loc, cause.key), str(cause)
+    if e["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+        model = _model_at(loc[:-1])
+        if model is Teacher and loc[-1] in {*_PARAM_CHECKS, "reasoning_effort", "response_format"}:
+            msg = f"unknown key; sampling parameters go under teacher.params ({{{loc[-1]}: ...}})"
+        elif model is not None:
+            msg = f"unknown key{did_you_mean(loc[-1], model.model_fields)}"
+            if not msg.endswith("?"):
+                msg += f" (known: {', '.join(model.model_fields)})"
+    elif e["type"] == "literal_error" and isinstance(e.get("input"), str):
+        msg += did_you_mean(e["input"], re.findall(r"'([^']*)'", str((e.get("ctx") or {}).get("expected", ""))))
+    return loc, msg.removeprefix("Value error, ")
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid job file"]
     for e in err.errors():
-        lines.append(f"  {_field_path(e['loc'])}: {e['msg']}")
+        loc, msg = _message(e)
+        lines.append(f"  {_field_path(loc)}: {msg}")
     return "\n".join(lines)
 
 
@@ -268,4 +384,5 @@ def job_from_dict(data: dict[str, Any], *, source: str = "job", base: Path | Non
         job = Job.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e, source)) from None
+    job.teacher._job_file = source if source != "job" else None
     return job.resolve_paths(base or Path.cwd())

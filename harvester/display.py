@@ -77,9 +77,11 @@ def status_table(status: dict[str, Any]) -> Table:
         table.add_row("not planned yet", "this job file's prompts have not been planned in this store: "
                                          "`harvester run` plans and sends them")
         return table
+    labels = {"other_plans": "jobs of other plans (earlier versions of this job file, in this store)",
+              "requests": "requests (all plans)", "failed_requests": "failed requests (all plans)"}
     for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
                 "prompt_tokens", "completion_tokens"):
-        table.add_row(key.replace("_", " "), str(status.get(key, 0)))
+        table.add_row(labels.get(key, key.replace("_", " ")), str(status.get(key, 0)))
     for title, key in (("errors by class (requests)", "errors_by_kind"), ("failed jobs by class", "failed_by_kind")):
         for kind, n in sorted(status.get(key, {}).items()):
             table.add_row(f"{title}: {kind}", str(n))

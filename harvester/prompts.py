@@ -1,9 +1,10 @@
 """Prompt sets → job specs with stable ids. Every error names the file and the line.
 
 A row is one of four shapes: `prompt` (text), `messages` (chat turns), `instruction` with an optional
-`input` (Alpaca, Dolly), or `conversations` (ShareGPT: `from`/`value` turns, the request being every
-turn up to the last human one); optional `system`, `id`, `metadata`. An answer already in the row
-(Alpaca's `output`, ShareGPT's last `gpt` turn) is kept as `metadata.reference`, not sent.
+`input` (Alpaca; Dolly's `context`), or `conversations` (ShareGPT: `from`/`value` turns, the request
+being every turn up to the last human one); optional `system`, `id`, `metadata`. An answer already in
+the row (Alpaca's `output`, Dolly's `response`, ShareGPT's last `gpt` turn) is kept as
+`metadata.reference`, not sent. Other keys (Dolly's `category`, a dataset's own columns) are metadata.
 
 Files:
 - JSONL: one row a line. JSON: an array of rows (Alpaca's `alpaca_data.json`).
@@ -16,6 +17,7 @@ Files:
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import itertools
 import json
@@ -34,6 +36,8 @@ from .hashing import content_hash
 ROLES = {"system", "user", "assistant"}
 SHAPES = ("prompt", "messages", "instruction", "conversations")
 ROW_KEYS = {*SHAPES, "input", "output", "system", "id", "metadata"}
+# Dolly's names for Alpaca's `input` and `output` (its `category`, like any other key, is metadata)
+DOLLY = {"context": "input", "response": "output"}
 # ShareGPT speakers as written by the datasets that use the format
 _SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
              "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
@@ -123,13 +127,11 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     if not isinstance(row, dict):
         raise PromptSourceError(f"{where}: expected an object with 'prompt' or 'messages', "
                                 f"got {type(row).__name__}")
-    unknown = set(row) - ROW_KEYS
-    if unknown:  # YAML keys may be numbers: sort their text
-        raise PromptSourceError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; "
-                                f"allowed: {sorted(ROW_KEYS)}")
+    row, extra = _split_extra(row, where)
     if sum(k in row for k in SHAPES) != 1:
-        raise PromptSourceError(f"{where}: give exactly one of 'prompt', 'messages', 'instruction' (Alpaca) or "
-                                "'conversations' (ShareGPT)")
+        found = f" (this row has {sorted(map(str, [*row, *extra]))})"
+        raise PromptSourceError(f"{where}: give exactly one of 'prompt', 'messages', 'instruction' (Alpaca, "
+                                f"Dolly) or 'conversations' (ShareGPT){found}")
     if "instruction" not in row and ("input" in row or "output" in row):
         raise PromptSourceError(f"{where}: 'input' and 'output' go with 'instruction'")
     system = row.get("system", system)
@@ -138,6 +140,7 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     metadata = row.get("metadata", {})
     if not isinstance(metadata, dict):
         raise PromptSourceError(f"{where}: 'metadata' must be an object")
+    metadata = {**extra, **metadata}
     try:  # the store keeps it as JSON: a YAML date or set would fail there, far from this line
         json.dumps(metadata)
     except (TypeError, ValueError) as e:
@@ -163,6 +166,25 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     if system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
     return Prompt(messages, where, metadata)
+
+
+def _split_extra(row: dict[Any, Any], where: str) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """A row's own keys (Dolly's renamed to Alpaca's), and the others, which become metadata as a
+    table's other columns do. A key one letter off a row key the row lacks is a typo, not metadata:
+    `promt` or `sytem` kept as metadata would send the wrong request without a word."""
+    row = dict(row)
+    if "instruction" in row:
+        for dolly, alpaca in DOLLY.items():
+            if dolly in row and alpaca not in row:
+                row[alpaca] = row.pop(dolly)
+    extra = {str(k): v for k, v in row.items() if k not in ROW_KEYS}
+    missing = sorted(ROW_KEYS - row.keys())
+    for key in extra:
+        close = difflib.get_close_matches(key, missing, n=1, cutoff=0.85)
+        if close:
+            raise PromptSourceError(f"{where}: unknown key {key!r}; did you mean {close[0]!r}? (put it under "
+                                    "'metadata' if it is meant as data)")
+    return {k: v for k, v in row.items() if k in ROW_KEYS}, extra
 
 
 def _text(row: dict[Any, Any], key: str, where: str, *, optional: bool = False) -> str:
@@ -295,7 +317,7 @@ def table_row(values: dict[Any, Any], where: str) -> Prompt:
                 raise PromptSourceError(f"{where}: '{key}' is not valid JSON") from None
         if key == "metadata" and isinstance(value, dict):
             meta.update({str(k): _plain(v) for k, v in value.items()})
-        elif key in ROW_KEYS and key != "metadata":
+        elif (key in ROW_KEYS or key in DOLLY) and key != "metadata":
             data[key] = value
         else:
             meta[str(key)] = _plain(value)

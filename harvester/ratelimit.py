@@ -126,7 +126,22 @@ class RateLimiter:
         self._last_busy = -math.inf         # last time the rate (not the cap) held a request back
         self._probing, self._probe = probe > 0, probe
         self._share = 1.0                   # this worker's share of every limit (see set_share)
+        self._seeded: float | None = None   # the request rate a previous run learned, started from
         self._apply(now)
+
+    def start_from(self, rpm: float, loss_rpm: float | None = None) -> bool:
+        """Start learning from a rate a previous run against the same teacher learned (`rpm`, and the
+        rate at its last loss, if it had one) instead of from the slow start. Only where the request
+        rate is being learned (no limit configured or sent in headers yet); returns whether it applied."""
+        if self._req.source != "learned" or not rpm > 0:
+            return False
+        now = self._clock()
+        self._rps = max(LEARN_MIN_RPS, rpm / 60.0)
+        if loss_rpm:   # it had found the limit: probe near it, as after a loss
+            self._loss_rps, self._slow_start = loss_rpm / 60.0, False
+        self._seeded = self._rps * 60.0
+        self._set_learned(now)
+        return True
 
     # ------------------------------------------------------------------ admission
     def try_acquire(self, input_tokens: int, output_tokens: int) -> Permit | float:
@@ -423,4 +438,8 @@ class RateLimiter:
             "paused_for": self._paused_until - now if paused else 0.0,
             "probing": self._probing,
             "slow_start": self._slow_start and self._req.source == "learned",
+            # what the next run against this teacher may start from (see start_from)
+            "learned": {"rpm": self._rps * 60.0, "loss_rpm": self._loss_rps * 60.0 or None}
+            if self._req.source == "learned" else None,
+            "started_from": None if self._seeded is None else {"rpm": self._seeded, "source": "last run"},
         }

@@ -1,9 +1,12 @@
 """A local OpenAI-compatible teacher for demos, dry runs, tests and benchmarks.
 
-Answers are deterministic functions of the messages. Optional: latency, rate limits enforced per
+Answers are deterministic functions of the messages and of how many answers to the same messages were
+given before (the samples of one prompt are identical requests; so they get different answers, and a
+fresh simulator answers a whole harvest as the last one did). Optional: latency, rate limits enforced per
 one-second window (like providers that enforce a per-minute limit per second) with truthful
 `x-ratelimit-*` headers, and faults (5xx, dropped connections, garbage bodies, answers slower than
-any sane timeout, an exhausted billing quota). `GET /sim/stats` tells what it received and answered.
+any sane timeout, an exhausted billing quota), refusals and empty answers. `GET /sim/stats` tells what it
+received and answered.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .errors import HarvesterError
+
 _WORDS = ("the a of to and in is that for it as with on by this be are from at or an which can "
           "system model data energy light water cell value time process force change rate number "
           "structure function result example method theory point field signal memory network layer "
@@ -44,10 +49,16 @@ def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return 3 + sum(4 + count_tokens(str(m.get("content", ""))) for m in messages)
 
 
-def answer_for(messages: list[dict[str, Any]], max_tokens: int | None) -> tuple[str, int, str]:
-    """A deterministic answer, its token count and finish_reason."""
+REFUSAL = "I'm sorry, but I can't help with that request."
+
+
+def answer_for(messages: list[dict[str, Any]], max_tokens: int | None, nth: int = 0) -> tuple[str, int, str]:
+    """A deterministic answer, its token count and finish_reason: the `nth` answer (0-based) the
+    simulator gives to these messages. The samples of one prompt are identical requests (harvester
+    sends no sample index), so the count of answers already given is what tells them apart."""
     user = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
-    digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).digest()
+    text = json.dumps(messages, sort_keys=True) + (f"#{nth}" if nth else "")   # the 0th: as ever
+    digest = hashlib.sha256(text.encode()).digest()
     rng = random.Random(digest)
     topic = " ".join(user.split()[:8]).rstrip("?.!,")
     sentences = [f"Here is an answer about {topic}."]
@@ -97,6 +108,8 @@ class SimConfig:
     quota_exhausted: bool = False     # every request gets 429 insufficient_quota
     max_context: int | None = None    # prompt + max_tokens above this gets 400 context_length_exceeded
     reasoning: bool = False           # answer as a reasoning model: a `reasoning_content` trace first
+    refusal_rate: float = 0.0         # share of answers that are a refusal (REFUSAL), to see filters at work
+    empty_rate: float = 0.0           # share of answers that are empty
     seed: int = 0
     log_path: str | None = None       # JSONL: a line per request received, rate_limited (429) or answered
 
@@ -140,6 +153,7 @@ class Simulator:
         self.answered = 0
         self.by_status: Counter[int] = Counter()
         self.answers_per_prompt: Counter[str] = Counter()
+        self.injected: Counter[str] = Counter()        # refusals and empty answers given
         self.tokens = Counter()
         self.first_request: float | None = None
         self.last_request: float | None = None
@@ -179,6 +193,7 @@ class Simulator:
                 "rate_limited": self.by_status.get(429, 0),
                 "distinct_prompts_answered": len(answered),
                 "prompts_answered_more_than_once": sum(1 for c in answered.values() if c > 1),
+                "refusals": self.injected["refusal"], "empty_answers": self.injected["empty"],
                 "prompt_tokens": self.tokens["prompt"], "completion_tokens": self.tokens["completion"],
                 "first_request": self.first_request, "last_request": self.last_request}
 
@@ -241,10 +256,20 @@ class Simulator:
         roll -= cfg.error_rate
         reasoning = reasoning_for(messages) if cfg.reasoning else None
         r_tokens = count_tokens(reasoning) if reasoning else 0
+        nth = self.answers_per_prompt[key]   # answers given to these messages before: the sample, in effect
+        # Refusals and empty answers are decided by (messages, nth), not by the fault dice: the same
+        # harvest against a fresh simulator meets the same ones.
+        pick = random.Random(f"inject:{key}:{nth}:{cfg.seed}").random()
         if max_tokens is not None and reasoning and r_tokens >= max_tokens:  # spent all on thinking
             text, c_tokens, finish, r_tokens = None, 0, "length", max_tokens
+        elif pick < cfg.refusal_rate:
+            text, c_tokens, finish = REFUSAL, count_tokens(REFUSAL), "stop"
+            self.injected["refusal"] += 1
+        elif pick < cfg.refusal_rate + cfg.empty_rate:
+            text, c_tokens, finish = "", 0, "stop"
+            self.injected["empty"] += 1
         else:
-            text, c_tokens, finish = answer_for(messages, None if max_tokens is None else max_tokens - r_tokens)
+            text, c_tokens, finish = answer_for(messages, None if max_tokens is None else max_tokens - r_tokens, nth)
         if 0 <= roll < cfg.garbage_rate:
             self.by_status[200] += 1
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
@@ -339,10 +364,19 @@ def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8765,
 
     async def main() -> None:
         sim = Simulator(config)
-        url = await sim.start(host, port)
+        try:
+            url = await sim.start(host, port)
+        except OSError as e:  # most often: another simulator (or anything) already listens there
+            await sim.stop()
+            raise HarvesterError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); is another "
+                                 "`harvester sim` running? Stop it, or choose another port (--port 0: any free "
+                                 "port)") from None
         gc.freeze()  # a process of its own: its clock must not stall on full collections (harvester.gcpause)
         print(f"harvester sim: OpenAI-compatible teacher at {url}  (stats: {url[:-3]}/sim/stats)", flush=True)
-        print(f"  {json.dumps({k: v for k, v in asdict(config).items() if v not in (None, 0.0, False)})}", flush=True)
+        shown = {k: v for k, v in asdict(config).items() if v not in (None, 0.0, False)}
+        if "api_key" in shown:
+            shown["api_key"] = "required (value not shown)"   # never print a key
+        print(f"  {json.dumps(shown)}", flush=True)
         if ready_file is not None:
             ready_file.write_text(url)
         try:

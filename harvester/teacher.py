@@ -124,14 +124,23 @@ class Teacher:
                               f"(HTTP {status}: {detail}); retrying cannot help", kind="quota_exhausted",
                               status=status, headers=headers)
         if status in FATAL_STATUS:
-            what = "the API key was rejected" if status == 401 else "access is forbidden"
-            return FatalError(f"HTTP {status}: {what} ({detail}); check teacher.api_key_env and the "
-                              "key's permissions", kind=kind, status=status, headers=headers)
+            return FatalError(f"HTTP {status}: {self._key_advice(status, detail)}", kind=kind, status=status,
+                              headers=headers)
         if status in RETRYABLE_STATUS or status >= 500:
             retry_after = parse_retry_after(headers)
             return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
                                   retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
         return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
+
+    def _key_advice(self, status: int, detail: str) -> str:
+        """What a 401/403 means for this job file's key, and where to fix it."""
+        name, where = self.config.api_key_env, self.config._job_file
+        field = f"teacher.api_key_env in {where}" if where else "teacher.api_key_env"
+        if name is None:
+            return (f"the teacher wants an API key ({detail}), and {field} says none: set it to the name of "
+                    "the variable that holds the key, and export that variable")
+        what = "the API key was rejected" if status == 401 else "access is forbidden"
+        return f"{what} ({detail}); check the key in ${name} ({field}) and the key's permissions"
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -147,7 +156,9 @@ def _safe_text(response: httpx.Response) -> str:
 
 def _error_detail(body: Any) -> str:
     """The server's error message, short; never the whole body."""
-    if isinstance(body, dict):
+    if isinstance(body, dict) and "error" not in body and "detail" in body:
+        text = _fastapi_detail(body["detail"])   # FastAPI servers (transformers serve, many proxies)
+    elif isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             text = str(err.get("message") or err.get("code") or err.get("type") or "")
@@ -157,6 +168,20 @@ def _error_detail(body: Any) -> str:
         text = str(body or "")
     text = " ".join(text.split())
     return (text[:200] + "…") if len(text) > 200 else (text or "no detail")
+
+
+def _fastapi_detail(detail: Any) -> str:
+    """FastAPI's `detail`: a text, or its validation errors `[{loc, msg, type}, ...]` as `loc: msg; ...`."""
+    if not isinstance(detail, list):
+        return str(detail if detail is not None else "")
+    parts = []
+    for item in detail:
+        if isinstance(item, dict):
+            loc = ".".join(str(p) for p in item.get("loc") or [] if p != "body")
+            parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
+        else:
+            parts.append(str(item))
+    return "; ".join(parts)
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

@@ -12,7 +12,7 @@ import re
 from datetime import date
 from urllib.parse import urlparse
 
-from .config import Teacher, Terms
+from .config import Teacher, Terms, did_you_mean
 from .errors import TermsRefused
 
 READ_ON = date(2026, 11, 28)
@@ -83,6 +83,37 @@ def is_local(base_url: str) -> bool:
         return False
 
 
+# Open-weight model families whose name says whose licence applies: a hint in the refusal, never applied
+# by itself (the licence of a fine-tune or a merge may differ).
+_FAMILIES = (("llama", "meta-llama"), ("qwen", "qwen"), ("qwq", "qwen"), ("mistral", "mistral"),
+             ("mixtral", "mistral"), ("deepseek", "deepseek"))
+
+
+def _unknown_message(teacher: Teacher, provider: str | None) -> str:
+    """Why a remote teacher of unknown terms is refused, and the three ways to go on."""
+    known = ", ".join(k for k in KNOWN if k != "meta-llama-3.0")
+    if provider:
+        what = (f"teacher.provider {provider!r} is not in harvester's table of terms"
+                f"{did_you_mean(provider, KNOWN)}")
+    else:
+        what = (f"harvester does not know whose terms apply to model {teacher.model!r} at {teacher.base_url} "
+                "(a server on another host, such as vLLM on a GPU box, serves a model under that model's "
+                "own licence)")
+    hint = next((p for word, p in _FAMILIES if word in teacher.model.lower()), None)
+    guess = f"   # the model's name suggests {hint}" if hint and not provider else ""
+    end = "" if what.endswith("?") else "."
+    return (f"teacher.terms: training_use is 'unknown': {what}{end}\n"
+            "harvester will not send a request until the job file says one of:\n"
+            f"  - whose model it is, for the built-in position ({known}):\n"
+            f"      teacher: {{provider: {hint or '<one of them>'}}}{guess}\n"
+            "  - a licence the table does not list (e.g. Apache-2.0, MIT), with its position, as you read it:\n"
+            "      teacher: {terms: {provider: \"Apache-2.0\", terms_url: \"<the model card>\", "
+            "training_use: allowed}}\n"
+            "  - an acknowledgement: who decided to go ahead, and on what basis:\n"
+            "      teacher: {terms: {acknowledgement: \"<who>, <on what basis>\"}}\n"
+            "This is information, not legal advice.")
+
+
 def resolve_terms(teacher: Teacher) -> Terms:
     """The built-in position for the teacher's provider, overridden field by field by the job file."""
     provider = provider_for(teacher)
@@ -105,6 +136,8 @@ def check_terms(teacher: Teacher) -> Terms:
         return terms
     if terms.training_use == "unknown" and is_local(teacher.base_url):
         return terms
+    if terms.training_use == "unknown":
+        raise TermsRefused(_unknown_message(teacher, provider_for(teacher)))
     source = f" (source: {terms.terms_url}, read {terms.checked_on})" if terms.terms_url else ""
     who = terms.provider or "this teacher"
     raise TermsRefused(

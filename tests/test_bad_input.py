@@ -107,8 +107,8 @@ invalid_json_line = prompt_file('{"prompt": "fine"}\n{"prompt": "fine too"}\n{"p
                                 "{p}:3: invalid JSON")
 wrong_type_in_prompt = prompt_file('{"prompt": "fine"}\n{"prompt": 42}\n', "{p}:2: 'prompt' must be non-empty text")
 line_not_an_object = prompt_file('["a list", "not an object"]\n', "{p}:1: each line must be a JSON object")
-unknown_key_in_prompt = prompt_file('{"prompt": "a"}\n\n{"prompt": "b", "temperature": 0.2}\n',
-                                    "{p}:3: unknown key(s) ['temperature']")
+unknown_key_in_prompt = prompt_file('{"prompt": "a"}\n\n{"prompt": "b", "sytem": "Be brief."}\n',
+                                    "{p}:3: unknown key 'sytem'; did you mean 'system'?")
 bad_messages = prompt_file('{"messages": [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}]}\n',
                            "{p}:1: messages[1] must be")
 last_message_not_user = prompt_file(
@@ -137,7 +137,7 @@ def missing_prompt_file(f: Path) -> list[str]:
 
 job_wrong_type = job_change("{f}/job.yaml: invalid job file", "teacher.limits.rpm: Input should be a valid number",
                             teacher__limits__rpm="fast")
-job_unknown_key = job_change("teacher.temprature: Extra inputs are not permitted", teacher__temprature=0.2)
+job_unknown_key = job_change("teacher.temprature: unknown key", teacher__temprature=0.2)
 job_missing_field = job_change("teacher.model: Field required", teacher__model=_DELETE)
 job_samples_wrong_type = job_change("prompts[0].samples: Input should be a valid integer",
                                     prompts=[{"path": "prompts.jsonl", "samples": "many"}])

@@ -50,7 +50,7 @@ def test_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name,content,where,words", [
     ("bad.jsonl", '{"prompt": "ok"}\n{"prompt": "broken"\n', ":2", "invalid JSON"),
     ("types.jsonl", '{"prompt": 5}\n', ":1", "'prompt' must be non-empty text"),
-    ("unknown.jsonl", '{"prompt": "x", "promt": "y"}\n', ":1", "unknown key"),
+    ("unknown.jsonl", '{"promt": "y"}\n', ":1", "unknown key 'promt'; did you mean 'prompt'?"),
     ("empty.jsonl", "\n\n", "", "no prompts"),
     ("novalue.yaml", 'template: "Hi {name} from {town}"\nvariables:\n  name: [a]\n', ":1", "{town} has no values"),
     ("last.jsonl", '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n',
