@@ -101,12 +101,6 @@ class Harvester:
             self._store.close()
             self._store = None
 
-    def __enter__(self) -> "Harvester":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # --- plan ---------------------------------------------------------------------------
     def plan_key(self) -> str:
         """The key of this job file's plan: a hash of its jobs' ids, read from its prompt sets. Every
