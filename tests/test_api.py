@@ -33,8 +33,10 @@ def test_run_status_export_from_code(sim, tmp_path: Path) -> None:
     s = h.status()
     assert s["done"] == 8 and s["jobs"] == 8
     # Two samples of one prompt get the same (deterministic) answer from the simulator: exact dedup keeps one.
-    ds = h.export()
-    assert isinstance(ds, datasets.Dataset) and len(ds) == 4
+    splits = h.export()
+    assert isinstance(splits, datasets.DatasetDict) and list(splits) == ["train"]
+    ds = splits["train"]
+    assert len(ds) == 4
     assert h.last_export.dropped["exact_duplicate"] == 4
     assert ds[0]["messages"][-1]["role"] == "assistant"
     assert (tmp_path / "data" / "api" / "train.jsonl").exists()
