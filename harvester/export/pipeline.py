@@ -290,9 +290,10 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
     previous one (an edited copy of the job file, never run, would write an empty dataset over it)."""
     previous = previous_export(out, name, protected)
     if previous is not None and source.bounds()[0] == 0:
-        raise ConfigError(f"export: job {name!r} has no answers in this plan (0 selected), and {out} holds a "
-                          f"previous export: it is left as it is. Run the job first (`harvester run`), or "
-                          f"export to another folder (--out)")
+        raise ConfigError(f"export: job {name!r} has no answers for this job file's prompts and parameters "
+                          f"(0 selected; an edited job file is a new plan), and {out} holds a previous export: "
+                          f"it is left as it is. Run this job file first (`harvester run`), or export it to "
+                          f"another folder (--out)")
 
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,

@@ -40,10 +40,10 @@ def _names(entries: Iterable[str], limit: int = 3) -> str:
     return ", ".join(shown[:limit]) + more
 
 
-def _refuse(out: Path, why: str, job: str, instead: Path | None = None) -> ConfigError:
+def _refuse(out: Path, why: str, job: str) -> ConfigError:
+    instead = out.parent / job if out.is_file() else out / job
     return ConfigError(f"export folder {out}: {why}. An export replaces its whole folder: give --out (or "
-                       f"export.out) a new or empty folder, or a previous export of this job, e.g. "
-                       f"{instead or out / job}")
+                       f"export.out) a new or empty folder, or a previous export of this job, e.g. {instead}")
 
 
 def read_marker(out: Path) -> dict[str, Any] | None:
@@ -51,7 +51,8 @@ def read_marker(out: Path) -> dict[str, Any] | None:
         marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return marker if isinstance(marker, dict) and isinstance(marker.get("job"), str) else None
+    valid = isinstance(marker, dict) and isinstance(marker.get("job"), str) and isinstance(marker.get("files"), list)
+    return marker if valid else None
 
 
 def _legacy_export(out: Path, entries: list[str]) -> bool:
@@ -69,19 +70,33 @@ def previous_export(out: Path, job: str, protected: Iterable[Protected] = ()) ->
     """What `out` holds if an export of `job` may replace it: None (missing or empty), or the previous
     export's marker ({} for an export older than markers). Raises ConfigError naming what is in the way."""
     out = absolute(out)
-    if out.parent == out:
-        raise _refuse(out, "is the root of the filesystem", job)
-    real = out.resolve()
-    if _within(Path.cwd().resolve(), real):
-        raise _refuse(out, "is the current folder" if Path.cwd().resolve() == real else "holds the current folder",
-                      job)
-    for what, path in protected:
-        if _within(path.resolve(), real):
-            raise _refuse(out, f"{'is' if path.resolve() == real else 'holds'} {what} {path}", job)
+    _check_place(out, job, protected)
     if not out.exists():
         return None
     if not out.is_dir():
-        raise _refuse(out, "is a file, not a folder", job, out.parent / job)
+        raise _refuse(out, "is a file, not a folder", job)
+    return _check_contents(out, job)
+
+
+def _check_place(out: Path, job: str, protected: Iterable[Protected]) -> None:
+    """Refuse the root, the current folder (or one holding it), and anything holding a protected path."""
+    if out.parent == out:
+        raise _refuse(out, "is the root of the filesystem", job)
+    real = out.resolve()
+    try:
+        here = Path.cwd().resolve()
+    except FileNotFoundError:       # the current folder was removed: nothing of it to protect
+        here = None
+    if here is not None and _within(here, real):
+        raise _refuse(out, "is the current folder" if here == real else "holds the current folder", job)
+    for what, path in protected:
+        if _within(path.resolve(), real):
+            raise _refuse(out, f"{'is' if path.resolve() == real else 'holds'} {what} {path}", job)
+
+
+def _check_contents(out: Path, job: str) -> dict[str, Any] | None:
+    """A folder's contents: nothing, or only what an export of `job` wrote at its top level (the export's
+    own subfolders may hold more, e.g. the cache files `datasets` writes beside hf/'s)."""
     entries = [p.name for p in out.iterdir()]
     if not entries:
         return None
@@ -89,7 +104,7 @@ def previous_export(out: Path, job: str, protected: Iterable[Protected] = ()) ->
     if marker is not None:
         if marker["job"] != job:
             raise _refuse(out, f"holds the export of another job ({marker['job']!r})", job)
-        written = {str(f).split("/", 1)[0] for f in marker.get("files", [])} | {MARKER}
+        written = {str(f).split("/", 1)[0] for f in marker["files"]} | {MARKER}
         foreign = set(entries) - written
         if foreign:
             raise _refuse(out, f"holds files the last export did not write ({_names(foreign)})", job)
