@@ -117,6 +117,20 @@ def test_a_previous_export_is_replaced_but_not_a_file_added_to_it(sim, make_job)
     assert (out / "my-eval-results.txt").read_text() == "precious"
 
 
+def test_an_export_from_before_the_marker_is_replaced_but_not_another_jobs(sim, make_job) -> None:
+    job = harvested(sim, make_job)
+    out = job.parent / "data" / "t"
+    assert cli("export", str(job)).returncode == 0
+    (out / ".harvester-export.json").unlink()                    # as an older harvester left it
+    r = cli("export", str(job))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / ".harvester-export.json").read_text())["job"] == "t"
+    spec = yaml.safe_load(job.read_text())
+    other = job.parent / "other.yaml"
+    other.write_text(yaml.safe_dump({**spec, "name": "other"}))
+    refused(cli("export", str(other), "--out", str(out)), "another job ('t')")
+
+
 # ----------------------------------------------------------------------- 3. nothing to export
 def test_an_export_of_no_answers_leaves_the_previous_export_alone(sim, make_job) -> None:
     job = harvested(sim, make_job)
