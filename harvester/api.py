@@ -4,7 +4,7 @@
     h = Harvester.from_file("jobs/capitals.yaml")
     result = h.run_sync()          # or: await h.run()
     print(h.status())
-    ds = h.export()                # a datasets.Dataset (the train split)
+    ds = h.export()                # a datasets.DatasetDict: train, and test if there is one
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
-from .errors import HarvesterError
+from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
 from .prompts import JobSpec, plan
@@ -77,10 +77,13 @@ class Harvester:
         self.last_export: "ExportReport | None" = None
         self._crawler: Crawler | None = None
         self._plan_key: str | None = None
+        self.job_file: Path | None = None     # where the job was read from, if from a file
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Harvester":
-        return cls(load_job(path))
+        h = cls(load_job(path))
+        h.job_file = Path(path)
+        return h
 
     @property
     def store(self) -> Store:
@@ -292,9 +295,9 @@ class Harvester:
                 "plan_key": plan_key, **s}
 
     def export(self, out: str | Path | None = None, format: str | None = None,
-               workers: int | None = None) -> "datasets.Dataset":
-        """Write the dataset folder (see the README's export layout) and return its train split.
-        `workers` overrides export.workers (processes for the first pass)."""
+               workers: int | None = None, test_size: float | None = None) -> "datasets.DatasetDict":
+        """Write the dataset folder (see the README's export layout) and return its splits: `train`, and
+        `test` when there is one. `workers` and `test_size` override export.workers and export.test_size."""
         import datasets
 
         from .export.card import render_card
@@ -302,6 +305,10 @@ class Harvester:
         from .export.source import StoreSource
 
         cfg = self.job.export if workers is None else self.job.export.model_copy(update={"workers": workers})
+        if test_size is not None:
+            if not 0 <= test_size < 1:
+                raise ConfigError(f"test_size: {test_size:g} is not a share of the rows; give 0 <= test_size < 1")
+            cfg = cfg.model_copy(update={"test_size": test_size})
         target = Path(out) if out is not None else cfg.out
         assert target is not None
         store = self.store
@@ -314,8 +321,21 @@ class Harvester:
                                version=__version__)
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
-        self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card)
-        return datasets.load_from_disk(str(target / "hf"))["train"]
+        self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
+                                      protected=self._protected_paths())
+        return datasets.load_from_disk(str(target / "hf"))
+
+    def _protected_paths(self) -> list[tuple[str, Path]]:
+        """What an export must never replace: the store (its -wal and -shm files beside it), the job
+        file, the prompt sets and eval sets."""
+        paths = [("the prompt set", p.path) for p in self.job.prompts]
+        paths += [("the eval set", p) for p in self.job.export.decontaminate.evals.values()]
+        db = sqlite_path(self.job.store or "")
+        if db is not None:
+            paths.append(("the store", db))
+        if self.job_file is not None:
+            paths.append(("the job file", self.job_file))
+        return paths
 
     def _cost(self, provenance: dict[str, Any]) -> dict[str, Any] | None:
         prices = prices_for(self.job)

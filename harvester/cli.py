@@ -135,19 +135,33 @@ def export(job: Path = JobArg,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
            fmt: Optional[str] = typer.Option(None, "--format", help="openai | alpaca | sharegpt | trl"),
            workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64,
-                                                 help="processes for the first pass (default: export.workers)")) -> None:
-    """Write JOB's answers as a training dataset: JSONL files and a HF dataset (save_to_disk)."""
+                                                 help="processes for the first pass (default: export.workers)"),
+           test_size: Optional[float] = typer.Option(None, "--test-size",
+                                                     help="share of rows in the test split, 0 to <1 "
+                                                          "(default: export.test_size)")) -> None:
+    """Write JOB's answers as a training dataset: JSONL files and a HF dataset (save_to_disk).
+
+    DIR is replaced whole: it must be new, empty, or a previous export of JOB."""
     def go() -> None:
-        from .display import export_table
+        from .display import export_hint, export_table
         signal.signal(signal.SIGTERM, _interrupt)   # clean up the half-written folder, as on Ctrl-C
         formats = ("openai", "alpaca", "sharegpt", "trl")
         if fmt is not None and fmt not in formats:
             from .config import did_you_mean
             raise ConfigError(f"--format: unknown format {fmt!r}{did_you_mean(fmt, formats)} "
                               "(choose openai, alpaca, sharegpt or trl)")
+        if test_size is not None and not 0 <= test_size < 1:
+            raise ConfigError(f"--test-size: {test_size:g} is not a share of the rows; give a number from 0 to "
+                              "below 1, e.g. 0.05")
         h = _harvester(job)
-        h.export(out_dir, fmt, workers)
-        out.print(export_table(h.last_export))
+        h.export(out_dir, fmt, workers, test_size)
+        report = h.last_export
+        out.print(export_table(report))
+        for note in report.notes:
+            out.print(note, highlight=False)
+        hint = export_hint(report)
+        if hint:                      # the last line: what dropped most rows, and the fix
+            out.print(hint, highlight=False)
     _guard(go)
 
 

@@ -247,9 +247,20 @@ class Export(_Model):
         "think", description="a teacher's reasoning trace: before the answer in <think> tags, or dropped")
     workers: int | None = Field(None, ge=1, le=64, description="processes for the first pass; default: one per "
                                                                "CPU for 20,000 rows or more, else 1")
+    keep: list[Literal["id", "metadata", "job_id"]] = Field(
+        default_factory=lambda: ["id", "metadata"],
+        description="columns that join rows back to their prompts: the prompt's id, its metadata (JSON text), "
+                    "harvester's job id; true: id and metadata; false: none. Not in `openai` JSONL rows")
     filters: Filters = Field(default_factory=Filters)
     dedup: Dedup = Field(default_factory=Dedup)
     decontaminate: Decontaminate = Field(default_factory=Decontaminate)
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _keep_switch(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            return ["id", "metadata"] if v else []
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v   # once each, in the order given
 
     @field_validator("dedup", mode="before")
     @classmethod

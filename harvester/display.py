@@ -129,6 +129,40 @@ def export_table(report: Any) -> Table:
     return table
 
 
+# The fix for each drop reason, said as the job file's keys
+_FIXES = {
+    "truncated": "answers hit max_tokens: raise teacher.params.max_tokens and rerun, "
+                 "or keep them with export.filters.truncated: false",
+    "empty": "the teacher sent empty answers: check its model and params, or keep them with export.filters.empty: false",
+    "too_short": "lower export.filters.min_tokens (or set it to null)",
+    "too_long": "raise export.filters.max_tokens (or set it to null)",
+    "placeholder": "keep them with export.filters.placeholder: false",
+    "list_numbering": "keep them with export.filters.list_numbering: false",
+    "refusal": "check the refusal phrases (export.filters.refusal_phrases), or keep them with "
+               "export.filters.refusal: false",
+    "repetition_ngram": "raise export.filters.max_repeated_share, or set export.filters.repetition: false",
+    "repetition_char": "set export.filters.repetition: false to keep them",
+    "repetition_line": "set export.filters.repetition: false to keep them",
+    "prompt_echo": "keep them with export.filters.prompt_echo: false",
+    "exact_duplicate": "the teacher gave the same answers: sample with teacher.params.temperature above 0, ask "
+                       "for fewer prompts[].samples, or set export.dedup.exact: false",
+    "near_duplicate": "raise export.dedup.threshold (now treating similar answers as one), or set "
+                      "export.dedup.near: false",
+}
+
+
+def export_hint(report: Any) -> str | None:
+    """One line when the export dropped most of what it selected: the reason that dropped most, and
+    the fix (None when most rows were kept)."""
+    dropped = sum(report.dropped.values())
+    if not report.selected or dropped * 2 <= report.selected:
+        return None
+    reason, n = max(sorted(report.dropped.items()), key=lambda item: item[1])
+    fix = _FIXES.get(reason) or ("rows share n-grams with an eval set: check export.decontaminate"
+                                 if reason.startswith("contaminated") else "see rejected.jsonl")
+    return f"{dropped} of {report.selected} rows dropped, {n} as {reason}: {fix}"
+
+
 def _fmt(value: Any, usd: bool = False) -> str:
     if value is None:
         return "-"

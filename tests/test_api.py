@@ -33,8 +33,10 @@ def test_run_status_export_from_code(sim, tmp_path: Path) -> None:
     s = h.status()
     assert s["done"] == 8 and s["jobs"] == 8
     # The simulator answers the two samples of one prompt differently: both are kept.
-    ds = h.export()
-    assert isinstance(ds, datasets.Dataset) and len(ds) == 8
+    splits = h.export()
+    assert isinstance(splits, datasets.DatasetDict) and list(splits) == ["train"]
+    ds = splits["train"]
+    assert len(ds) == 8
     assert "exact_duplicate" not in h.last_export.dropped
     assert ds[0]["messages"][-1]["role"] == "assistant"
     assert (tmp_path / "data" / "api" / "train.jsonl").exists()

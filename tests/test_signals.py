@@ -112,6 +112,7 @@ def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_noth
     out = tmp_path / "data" / "ex"
     out.mkdir(parents=True)
     (out / "train.jsonl").write_text("the last export\n")
+    (out / ".harvester-export.json").write_text(json.dumps({"job": "ex", "files": ["train.jsonl"]}))
     proc = popen_cli("export", str(job), "--workers", "2")
     try:
         _wait_for(lambda: len(_children(proc.pid)) >= 2 or proc.poll() is not None)   # first pass running

@@ -10,6 +10,7 @@ of each exact group is kept, contaminated rows go, the rest feed the near-dup in
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Verdicts:
     seq: np.ndarray                                  # int64
     code: np.ndarray                                 # uint8: KEEP, a filter reason (1..), EXACT, CONTAMINATED
     key: np.ndarray                                  # (n, 2) uint64 exact-dedup key; 0 if filtered out
+    bucket: np.ndarray                               # uint64 split hash of the job id (see split_hash)
     bands: list[np.ndarray] | None                   # near-dup signatures, (bands, m) uint64 chunks in row
                                                      # order (never joined: 160 B/row); None if off
     hits: dict[int, tuple[str, ...]] = field(default_factory=dict)   # row position -> eval sets hit
@@ -64,6 +66,7 @@ class Verdicts:
         return Verdicts(np.concatenate([p.seq for p in parts]) if parts else np.empty(0, np.int64),
                         np.concatenate([p.code for p in parts]) if parts else np.empty(0, np.uint8),
                         np.concatenate([p.key for p in parts]) if parts else np.empty((0, 2), np.uint64),
+                        np.concatenate([p.bucket for p in parts]) if parts else np.empty(0, np.uint64),
                         [b for p in parts for b in p.bands or ()] if near else None, hits)
 
 
@@ -113,7 +116,13 @@ class Analyzer:
                 bands[:, survivors] = _index(self.near).signatures(
                     [record_text(records[i], self.near.fields) for i in survivors])
         return Verdicts(np.fromiter((r.seq for r in records), np.int64, n), code, key,
+                        np.fromiter((split_hash(r.job_id) for r in records), np.uint64, n),
                         None if bands is None else [bands], hits)
+
+
+def split_hash(job_id: str) -> int:
+    """A job's place in [0, 2**64): below test_size × 2**64 it is in the test split, whatever else changes."""
+    return int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8, person=b"split").digest())
 
 
 @lru_cache(maxsize=4)
@@ -131,6 +140,9 @@ class Decisions:
     dropped: Counter[str]                            # reason -> rows
     decontamination: Counter[str]                    # eval set -> rows dropped that hit it
     near: NearDupIndex | None                        # finalized, ready for pass 2; None if off
+    # each exact duplicate's seq (ascending) and the seq of the row kept in its place
+    duplicates: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    duplicate_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
 
 def decide(v: Verdicts, *, filters: bool = True, exact: bool = True, decontaminate: bool = False,
@@ -146,17 +158,14 @@ def decide(v: Verdicts, *, filters: bool = True, exact: bool = True, decontamina
     alive = v.code == KEEP
     if filters:
         steps.append(("quality filters", int(alive.sum()), len(v) - int(alive.sum())))
+    duplicates = duplicate_of = np.empty(0, np.int64)
     if exact:
         idx = np.flatnonzero(alive)
-        k = v.key[idx]
-        order = np.lexsort((k[:, 1], k[:, 0]))               # stable: a group's first row heads it
-        ks = k[order]
-        dup = np.zeros(len(idx), bool)
-        dup[order[1:]] = np.all(ks[1:] == ks[:-1], axis=1)
-        v.code[idx[dup]] = EXACT
-        if dup.any():
-            dropped["exact_duplicate"] = int(dup.sum())
-        steps.append(("exact dedup", len(idx) - int(dup.sum()), int(dup.sum())))
+        duplicates, duplicate_of = _exact_groups(v.key[idx], v.seq[idx])
+        v.code[np.searchsorted(v.seq, duplicates)] = EXACT
+        if len(duplicates):
+            dropped["exact_duplicate"] = len(duplicates)
+        steps.append(("exact dedup", len(idx) - len(duplicates), len(duplicates)))
         alive = v.code == KEEP
     decontamination: Counter[str] = Counter()
     if decontaminate:
@@ -183,4 +192,18 @@ def decide(v: Verdicts, *, filters: bool = True, exact: bool = True, decontamina
             raise ValueError(f"signatures for {offset} rows, verdicts for {len(v)}")
         v.bands = None
         index.finalize()
-    return Decisions(v, steps, dropped, decontamination, index)
+    return Decisions(v, steps, dropped, decontamination, index, duplicates, duplicate_of)
+
+
+def _exact_groups(keys: np.ndarray, seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seqs of the rows repeating an earlier row's key, ascending; the seq of that earliest row)."""
+    if len(keys) < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    order = np.lexsort((keys[:, 1], keys[:, 0]))            # stable: a group's first row heads it
+    ks = keys[order]
+    repeat = np.concatenate(([False], np.all(ks[1:] == ks[:-1], axis=1)))
+    heads = np.flatnonzero(~repeat)                          # sorted positions heading each group
+    head = order[heads[np.cumsum(~repeat) - 1]]              # each sorted row's group head
+    dups, kept = seqs[order[repeat]], seqs[head[repeat]]
+    by_seq = np.argsort(dups, kind="stable")
+    return dups[by_seq], kept[by_seq]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime
+from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,13 +23,53 @@ def _date(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC") if ts else "-"
 
 
+def public_model(name: str) -> str:
+    """A model as the card names it: one served from a folder (vLLM reports `/home/u/models/Qwen2.5-7B`
+    unless given --served-model-name) by the folder's name, never the local path."""
+    if name.startswith(("/", "~", "./", "../")) or PureWindowsPath(name).drive:
+        path = PureWindowsPath(name) if PureWindowsPath(name).drive else PurePosixPath(name)
+        return path.name or name.strip("/\\")
+    return name
+
+
+def _private_host(host: str) -> bool:
+    """This machine, a private network, or a name only a local network resolves."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith((".local", ".lan", ".internal", ".home",
+                                                                       ".localdomain", ".corp", ".intranet"))
+    return ip.is_private or ip.is_loopback or ip.is_link_local
+
+
 def public_url(url: str) -> str:
-    """The base URL without user info or query: nothing secret goes into a card."""
+    """The base URL without user info or query: nothing secret goes into a card. A server on this machine
+    or a private network is named as such, not by its host name or address."""
     parts = urlsplit(url)
     host = parts.hostname or ""
+    if not host or _private_host(host):
+        return "a self-hosted server (private address)"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+# What each format trains on, for the card (the prompt's own assistant turns vs the teacher's answer)
+TRAINS_ON = {
+    "openai": "OpenAI fine-tuning trains on the teacher's answer only: assistant turns written in the prompt "
+              "file carry `weight: 0` in the JSONL files. TRL (`assistant_only_loss`) and LLaMA-Factory train "
+              "on every assistant turn, those included (LLaMA-Factory: set `mask_history: true` in the "
+              "training arguments to train on the last turn only).",
+    "alpaca": "LLaMA-Factory trains on every turn of `history` as well as on `output`, the teacher's answer; "
+              "set `mask_history: true` in its training arguments to train on the last turn only.",
+    "sharegpt": "LLaMA-Factory trains on every `gpt` turn, those written in the prompt file included; set "
+                "`mask_history: true` in its training arguments to train on the last turn only.",
+    "trl": "TRL trains on `completion`, the teacher's answer, only; earlier turns are part of `prompt`.",
+}
+
+
+def _code_or_words(text: str) -> str:
+    return f"`{text}`" if "://" in text else text
 
 
 def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], provenance: dict[str, Any],
@@ -49,9 +91,10 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
         f"Answers of a teacher model, harvested and cleaned by harvester {version} for distillation "
         f"(format: `{report['format']}`).", "",
         "## Teacher", "",
-        f"- model requested: `{teacher['model']}`; as reported: "
-        + (", ".join(f"`{m}`" for m in provenance.get("models_reported") or []) or "-"),
-        f"- endpoint: `{public_url(teacher['base_url'])}`; provider: {terms.get('provider') or 'unknown'}",
+        f"- model requested: `{public_model(teacher['model'])}`; as reported: "
+        + (", ".join(f"`{public_model(m)}`" for m in provenance.get("models_reported") or []) or "-"),
+        f"- endpoint: {_code_or_words(public_url(teacher['base_url']))}; provider: "
+        f"{terms.get('provider') or 'unknown'}",
         f"- parameters: `{teacher.get('params') or {}}`",
         f"- harvested: {_date(provenance.get('first_answer'))} to {_date(provenance.get('last_answer'))} "
         f"in {provenance.get('runs', 0)} run(s); exported {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -81,6 +124,17 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
                else "not written (export.reasoning: drop)")
         lines += ["", f"Reasoning traces: {report['reasoning_rows']:,} rows came with the teacher's reasoning, "
                   f"{how}."]
+    lines += ["", "## What a trainer trains on", "", TRAINS_ON.get(report["format"], "")]
+    if report.get("multi_turn_rows"):
+        lines += ["", f"Rows holding assistant turns written in the prompt file, before the teacher's answer: "
+                  f"{report['multi_turn_rows']:,}."]
+    if report.get("keep"):
+        lines += ["", "Columns joining rows back to their prompts: " + ", ".join(f"`{k}`" for k in report["keep"])
+                  + " (`metadata` as JSON text)"
+                  + (" in Parquet and `hf/`, not in the JSONL files (OpenAI's fine-tuning refuses unknown keys)."
+                     if report["format"] == "openai" else " in every file.")]
+    for note in report.get("notes") or []:
+        lines += ["", note[:1].upper() + note[1:] + "."]
     if report.get("decontamination"):
         lines += ["", "Decontamination hits per eval set: "
                   + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["decontamination"].items()))]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,8 +27,11 @@ def _turns(record: Record) -> list[dict[str, str]]:
 
 
 def to_openai(record: Record) -> dict[str, Any]:
-    """OpenAI fine-tuning chat format: {"messages": [...]}; TRL's conversational format too."""
-    return {"messages": _turns(record)}
+    """OpenAI fine-tuning chat format: {"messages": [...]}; TRL's conversational format too. Assistant
+    turns written in the prompt file get `weight: 0`: OpenAI's fine-tuning then trains on the teacher's
+    answer alone (TRL ignores the key, and Parquet/HF rows leave it out: see `table_row`)."""
+    earlier = [{**m, "weight": 0} if m["role"] == "assistant" else m for m in record.messages]
+    return {"messages": [*earlier, {"role": "assistant", "content": record.answer}]}
 
 
 def to_alpaca(record: Record) -> dict[str, Any]:
@@ -60,13 +64,29 @@ FORMATS: dict[str, Callable[[Record], dict[str, Any]]] = {
 }
 
 
+# What OpenAI's fine-tuning accepts in a chat row: other keys fail its validation.
+OPENAI_ROW_KEYS = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+# The formats whose JSONL rows may carry `export.keep` columns: LLaMA-Factory and TRL read the columns
+# they are told of and leave the rest; OpenAI's fine-tuning refuses unknown keys.
+JSONL_EXTRAS = {"openai": False, "alpaca": True, "sharegpt": True, "trl": True}
+
+
 def validate_openai_row(row: dict[str, Any]) -> list[str]:
-    """Problems with one OpenAI-format row (empty list = valid): roles alternate after an optional
-    system turn, the last message is the assistant's, no empty content."""
+    """Problems with one OpenAI-format row (empty list = valid): only keys OpenAI's fine-tuning knows,
+    roles alternate after an optional system turn, the last message is the assistant's, no empty
+    content, `weight` (0 or 1) on assistant messages only."""
     problems = []
+    unknown = set(row) - OPENAI_ROW_KEYS
+    if unknown:
+        problems.append(f"unknown key(s) {sorted(unknown)}")
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
-        return ["no messages"]
+        return [*problems, "no messages"]
+    for i, m in enumerate(messages):
+        if "weight" in m and (m.get("role") != "assistant" or m["weight"] not in (0, 1)
+                              or isinstance(m["weight"], bool)):
+            problems.append(f"messages[{i}] has weight {m['weight']!r}: only assistant messages take a "
+                            "weight, 0 or 1")
     turns = messages[1:] if messages[0].get("role") == "system" else messages
     for i, m in enumerate(messages):
         if not isinstance(m.get("content"), str) or not m["content"].strip():
@@ -81,7 +101,31 @@ def validate_openai_row(row: dict[str, Any]) -> list[str]:
     return problems
 
 
-def arrow_schema(fmt: str) -> "pa.Schema":
+def keep_columns(record: Record, keep: Sequence[str]) -> dict[str, Any]:
+    """The `export.keep` columns of a row. The prompt's `id` as text (files mix numbers and text);
+    its metadata as JSON text, since rows hold different keys (a struct column needs the same ones)."""
+    out: dict[str, Any] = {}
+    for name in keep:
+        if name == "id":
+            value = record.metadata.get("id")
+            out["id"] = None if value is None else str(value)
+        elif name == "metadata":
+            rest = {k: v for k, v in record.metadata.items() if k != "id"}
+            out["metadata"] = json.dumps(rest, ensure_ascii=False, sort_keys=True)
+        elif name == "job_id":
+            out["job_id"] = record.job_id
+    return out
+
+
+def table_row(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
+    """A JSONL row as a Parquet/HF row: `weight` is OpenAI's upload-file key only (a struct field would
+    give every other message a null weight)."""
+    if fmt == "openai":
+        return {**row, "messages": [{"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+    return row
+
+
+def arrow_schema(fmt: str, keep: Sequence[str] = ()) -> "pa.Schema":
     """Explicit column types, so a first batch with empty lists cannot fix a wrong type for the rest."""
     import pyarrow as pa
 
@@ -94,7 +138,10 @@ def arrow_schema(fmt: str) -> "pa.Schema":
                                ("system", pa.string())]),
         "trl": pa.schema([("prompt", pa.list_(turn)), ("completion", pa.list_(turn))]),
     }
-    return schemas[fmt]
+    schema = schemas[fmt]
+    for name in keep:
+        schema = schema.append(pa.field(name, pa.string()))
+    return schema
 
 
 def llamafactory_entry(fmt: str, file_name: str) -> dict[str, Any] | None:

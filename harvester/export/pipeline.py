@@ -6,13 +6,13 @@ hashes. The order-dependent steps are then settled over those columns (`decide`)
 group kept, contaminated rows dropped, the near-dup index built. Pass 2 streams the store again in
 seq order, drops near-duplicates (each verified by exact Jaccard against a kept row), splits by a
 stable hash of the job id and writes every file. Near-duplicates are removed before the split, so
-none straddles train and test. The folder is written to a temporary sibling and swapped in whole.
+none straddles train and test. The folder is written to a temporary sibling and swapped in whole,
+and only over a folder an export may replace (harvester.export.target).
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import multiprocessing
 import os
@@ -28,15 +28,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
+from .. import __version__
 from ..config import Export
 from ..errors import ConfigError, HarvesterError
-from .analyze import Analyzer, Decisions, Verdicts, decide
+from .analyze import KEEP, Analyzer, Decisions, Verdicts, decide, split_hash
 from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
-from .formats import FORMATS, with_reasoning
+from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
 from .record import Record
 from .staging import new_staging, swap_in
+from .target import Protected, absolute, previous_export, write_marker
 from .writers import SplitWriter, write_hf, write_llamafactory_info
 
 PARALLEL_MIN_ROWS = 20_000      # below this, starting processes costs more than it saves
@@ -72,26 +76,48 @@ class ExportReport:
     reasoning: str = "think"                                          # how traces were written
     llamafactory: bool = False
     workers: int = 1                                                  # processes in pass 1
+    multi_turn_rows: int = 0                                          # rows with assistant turns of the prompt file
+    keep: list[str] = field(default_factory=list)                     # export.keep columns written
+    notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
 
     @property
     def kept(self) -> int:
         return sum(self.rows.values())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out": str(self.out), "format": self.format, "selected": self.selected,
+        # the folder's own name, not its path: stats.json travels with the dataset (no /home/... in it)
+        return {"out": self.out.name, "format": self.format, "selected": self.selected,
                 "dropped": dict(self.dropped), "rows": self.rows,
                 "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps],
                 "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning}
+                "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning,
+                "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes}
 
 
 def split_of(job_id: str, test_size: float) -> str:
     """A stable split: the same job always lands in the same split, whatever else changes."""
     if test_size <= 0:
         return "train"
-    bucket = int.from_bytes(hashlib.blake2b(job_id.encode(), digest_size=8, person=b"split").digest()) / 2**64
-    return "test" if bucket < test_size else "train"
+    return "test" if split_hash(job_id) / 2**64 < test_size else "train"
+
+
+def promoted_to_test(v: Verdicts, test_size: float) -> tuple[set[int], str | None]:
+    """Rows moved into the test split (by seq), and why there is no test split if there cannot be one.
+
+    The split is decided row by row, so a small export can draw no test row at all (30 rows at 0.1: 4%
+    of the time; 5 rows at 0.05: 77%). Then the surviving row whose hash is lowest goes to test: the
+    choice depends on the job ids alone, so a rerun makes the same one."""
+    if test_size <= 0:
+        return set(), None
+    alive = np.flatnonzero(v.code == KEEP)
+    if len(alive) < 2:
+        return set(), (f"no test split: {len(alive)} row{'' if len(alive) == 1 else 's'} left after the filters "
+                       f"and dedup, and test_size {test_size:g} needs at least 2 (one for each split)")
+    buckets = v.bucket[alive] / 2**64
+    if (buckets < test_size).any():
+        return set(), None
+    return {int(v.seq[alive[int(np.argmin(v.bucket[alive]))]])}, None
 
 
 def filter_config(settings: Export) -> FilterConfig:
@@ -216,15 +242,17 @@ def analyze_source(source: RecordSource, analyzer: Analyzer, workers: int | None
 
 # ------------------------------------------------------------------------------------- pass 2
 class _Rejects:
-    """Writes dropped rows with their reason."""
+    """Writes dropped rows with their reason (and, for an exact duplicate, the job id of the row kept)."""
 
     def __init__(self, path: Path) -> None:
         self.file = open(path, "w", encoding="utf-8")
 
-    def write(self, rec: Record, reason: str) -> None:
-        self.file.write(json.dumps({"reason": reason, "job_id": rec.job_id, "seq": rec.seq, "source": rec.source,
-                                    "messages": rec.messages, "answer": rec.answer,
-                                    "finish_reason": rec.finish_reason}, ensure_ascii=False) + "\n")
+    def write(self, rec: Record, reason: str, duplicate_of: str | None = None) -> None:
+        row = {"reason": reason, "job_id": rec.job_id, "seq": rec.seq, "source": rec.source,
+               "messages": rec.messages, "answer": rec.answer, "finish_reason": rec.finish_reason}
+        if duplicate_of is not None:
+            row["duplicate_of"] = duplicate_of
+        self.file.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         self.file.close()
@@ -235,12 +263,18 @@ def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Reject
     Rows answered after pass 1 are left for the next export."""
     v, near = decisions.verdicts, decisions.near
     seqs, codes = v.seq.tolist(), v.code.tobytes()   # plain Python: per-row numpy indexing is slow
+    # an exact duplicate's kept row always comes first (the earliest of its group): remember its job id
+    kept_of = dict(zip(decisions.duplicates.tolist(), decisions.duplicate_of.tolist()))
+    heads = set(kept_of.values())
+    head_ids: dict[int, str] = {}
     i, n = 0, len(seqs)
     for rec in records:
         while i < n and seqs[i] < rec.seq:
             i += 1
         if i == n or seqs[i] != rec.seq:
             continue
+        if rec.seq in heads:
+            head_ids[rec.seq] = rec.job_id
         reason = v.reason(i) if codes[i] else None
         i += 1
         if reason is None and near is not None and near.resolve(rec.seq, record_text(rec, near.cfg.fields)) is not None:
@@ -248,15 +282,30 @@ def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Reject
         if reason is None:
             yield rec
         else:
-            rejects.write(rec, reason)
+            rejects.write(rec, reason, head_ids.get(kept_of[rec.seq]) if reason == "exact_duplicate" else None)
+
+
+def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Protected]) -> None:
+    """Refuse, before any work, a folder an export may not replace, and an export of no answer over a
+    previous one (an edited copy of the job file, never run, would write an empty dataset over it)."""
+    previous = previous_export(out, name, protected)
+    if previous is not None and source.bounds()[0] == 0:
+        raise ConfigError(f"export: job {name!r} has no answers for this job file's prompts and parameters "
+                          f"(0 selected; an edited job file is a new plan), and {out} holds a previous export: "
+                          f"it is left as it is. Run this job file first (`harvester run`), or export it to "
+                          f"another folder (--out)")
 
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
-               name: str = "dataset", card: Callable[[ExportReport], str] | None = None) -> ExportReport:
-    """Export `source` into `out`, replaced whole on success."""
+               name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
+               protected: Iterable[Protected] = ()) -> ExportReport:
+    """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
+    inside what the export replaces (the store, the job file, prompt sets)."""
     fmt = fmt or settings.format
     if fmt not in FORMATS:
         raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
+    out, protected = absolute(out), list(protected)
+    check_out(source, out, name, protected)
     analyzer = analyzer_for(settings)  # before anything is written: a bad eval file is a config error
     verdicts, workers = analyze_source(source, analyzer, settings.workers)
     decisions = decide(verdicts, filters=analyzer.filters is not None, exact=analyzer.exact is not None,
@@ -264,11 +313,12 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     release_freed_memory()
     report = ExportReport(out=out, format=fmt, selected=len(verdicts), dropped=decisions.dropped,
                           steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
-                          workers=workers, reasoning=settings.reasoning)
+                          workers=workers, reasoning=settings.reasoning, keep=list(settings.keep))
+    promoted, no_test = promoted_to_test(decisions.verdicts, settings.test_size)
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report)
+        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report, promoted)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected
@@ -277,11 +327,14 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
             if removed:
                 report.dropped["near_duplicate"] = removed
             report.near_dup_clusters = len(decisions.near.clusters())
+        if settings.test_size > 0 and not report.rows.get("test"):
+            report.notes.append(no_test or "no test split: the rows drawn for it were removed as near-duplicates")
         report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if card is not None:
             (staging / "README.md").write_text(card(report), encoding="utf-8")
-        swap_in(staging, out)
+        write_marker(staging, name, fmt, __version__)
+        swap_in(staging, out, name, protected)
     except BaseException:
         rejects.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -290,22 +343,27 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     return report
 
 
-def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Export, report: ExportReport) -> None:
-    to_row = FORMATS[fmt]
+def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Export, report: ExportReport,
+                promoted: set[int] | None = None) -> None:
+    to_row, keep, promoted = FORMATS[fmt], settings.keep, promoted or set()
     writers: dict[str, SplitWriter] = {}
     try:
         for r in records:
-            split = split_of(r.job_id, settings.test_size)
+            split = "test" if r.seq in promoted else split_of(r.job_id, settings.test_size)
             writer = writers.get(split)
             if writer is None:
-                writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows)
+                writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows, keep=keep)
             if r.reasoning:
                 report.reasoning_rows += 1
-            writer.write(to_row(with_reasoning(r, settings.reasoning)))
+            if any(m["role"] == "assistant" for m in r.messages):
+                report.multi_turn_rows += 1
+            row = to_row(with_reasoning(r, settings.reasoning))
+            extra = keep_columns(r, keep)
+            writer.write({**row, **extra} if JSONL_EXTRAS[fmt] else row, {**table_row(fmt, row), **extra})
             report.prompt_tokens += r.prompt_tokens or 0
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset
-            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows)
+            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep)
     finally:
         for w in writers.values():
             w.close()

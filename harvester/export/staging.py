@@ -14,11 +14,20 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..workers import origin, pid_gone
+from .target import Protected, previous_export
 
 _RANDOM_TAIL = re.compile(r"-[a-z0-9_]+$")  # what mkdtemp appends
+
+
+def umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def new_staging(out: Path) -> Path:
@@ -30,11 +39,16 @@ def new_staging(out: Path) -> Path:
         pid, _, where = _RANDOM_TAIL.sub("", folder.name[len(prefix):]).partition("@")
         if folder.is_dir() and where == here and pid.isdigit() and pid_gone(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{here}-", dir=out.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}@{here}-", dir=out.parent))
+    # mkdtemp makes it 0700; the export is for a trainer that may run as another user: the umask decides
+    staging.chmod(0o777 & ~umask())
+    return staging
 
 
-def swap_in(staging: Path, out: Path) -> None:
-    """Replace `out` by `staging` (two renames; `out` is missing only between them)."""
+def swap_in(staging: Path, out: Path, job: str, protected: Iterable[Protected] = ()) -> None:
+    """Replace `out` by `staging` (two renames; `out` is missing only between them), if `out` may be
+    replaced (see harvester.export.target: checked again here, as the folder may have changed since)."""
+    previous_export(out, job, protected)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}-old")

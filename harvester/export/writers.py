@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ from .formats import arrow_schema, llamafactory_entry
 class SplitWriter:
     """One split's rows → `<split>.jsonl` and `parquet/<split>-NNNNN-of-MMMMM.parquet`."""
 
-    def __init__(self, folder: Path, split: str, fmt: str, shard_rows: int, batch: int = 1000) -> None:
+    def __init__(self, folder: Path, split: str, fmt: str, shard_rows: int, batch: int = 1000,
+                 keep: Sequence[str] = ()) -> None:
         self.folder, self.split, self.shard_rows, self.batch = folder, split, shard_rows, batch
-        self.schema = arrow_schema(fmt)
+        self.schema = arrow_schema(fmt, keep)
         self.rows = 0
         self.jsonl = open(folder / f"{split}.jsonl", "w", encoding="utf-8")
         (folder / "parquet").mkdir(exist_ok=True)
@@ -34,9 +36,10 @@ class SplitWriter:
         self._in_shard = 0
         self._buffer: list[dict[str, Any]] = []
 
-    def write(self, row: dict[str, Any]) -> None:
+    def write(self, row: dict[str, Any], table_row: dict[str, Any] | None = None) -> None:
+        """`row` goes to the JSONL file; `table_row` (default: the same) to Parquet and hf/."""
         self.jsonl.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._buffer.append(row)
+        self._buffer.append(row if table_row is None else table_row)
         self.rows += 1
         if len(self._buffer) >= self.batch or self._in_shard + len(self._buffer) >= self.shard_rows:
             self._flush()

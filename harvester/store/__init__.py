@@ -416,7 +416,7 @@ class Store:
         plan_key = self._plan_key(plan_key)
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
                        R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens,
-                       R.c.reasoning)
+                       R.c.reasoning, J.c["metadata"])
              .select_from(J.join(R, R.c.job_id == J.c.id))
              .where(J.c.plan_key == plan_key, J.c.status == "done").order_by(J.c.seq))
         if samples == "first":
@@ -427,9 +427,10 @@ class Store:
                                                      yield_per=batch) as conn:
             with conn.begin():
                 for (job_id, prompt_key, seq, sample_index, request, source, content, finish_reason, model,
-                     prompt_tokens, completion_tokens, reasoning) in conn.execute(q):
+                     prompt_tokens, completion_tokens, reasoning, metadata) in conn.execute(q):
                     yield Record(job_id, prompt_key, seq, sample_index, request["messages"], content, finish_reason,
-                                 model, prompt_tokens, completion_tokens, source, reasoning=reasoning)
+                                 model, prompt_tokens, completion_tokens, source, metadata or {},
+                                 reasoning=reasoning)
 
     def answered_seqs(self, plan_key: str | None = None) -> tuple[int, int, int]:
         """(answered jobs, lowest seq, highest seq) of the plan: how to cut it into slices."""
