@@ -51,9 +51,10 @@ class Progress:
     prompt_tokens: int
     completion_tokens: int
     elapsed: float
-    requests_per_min: float
+    requests_per_min: float                 # attempts sent, failed ones included: not throughput
     eta_seconds: float | None
     limiter: dict[str, Any] = field(default_factory=dict)
+    answers_per_min: float = 0.0            # answers received: the throughput to show
 
 
 @dataclass
@@ -133,7 +134,7 @@ class Crawler:
         rate = self.answered / elapsed if elapsed > 0 else 0.0
         return Progress(self.total, self.done, self.failed, self.in_flight, self.sent, self.answered,
                         self.rate_limited, self.prompt_tokens, self.completion_tokens, elapsed, rpm,
-                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot())
+                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot(), rate * 60)
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None,
                   progress_interval: float = 0.5) -> RunOutcome:
@@ -272,8 +273,9 @@ class Crawler:
                                   outcome=outcome)
             if e.status == 429:
                 self.rate_limited += 1
+                self.outage.heard_from()
             elif isinstance(e, RetryableError):
-                self._teacher_failed(job_id, e.kind)
+                self._teacher_failed(job_id, e)
             else:
                 self.outage.answered()  # a 4xx is an answer about the prompt: the teacher is up
             self.errors[e.kind] += 1
@@ -338,9 +340,9 @@ class Crawler:
         self.failed += 1
         self.writer.put(FailureRow(job_id, e.kind, self.teacher.scrub(str(e)), permanent))
 
-    def _teacher_failed(self, job_id: str, kind: str) -> None:
+    def _teacher_failed(self, job_id: str, e: TeacherError) -> None:
         now = time.monotonic()
-        self.outage.failed(now, job_id, kind)
+        self.outage.failed(now, job_id, e.kind, status=e.status, message=self.teacher.scrub(str(e)))
         if self.outage.down(now) and not self._stopping:
             self._stop_reason = RunOutcome("unavailable", self.outage.describe(now))
             self.stop("unavailable")
