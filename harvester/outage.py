@@ -18,6 +18,7 @@ once a request was sent count too, but only over several different jobs: a promp
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 # What harvester.teacher calls a connection that never reached a server (not about any prompt).
 UNREACHABLE = frozenset({"connection_refused", "dns", "tls", "connect_timeout", "unreachable"})
@@ -119,3 +120,58 @@ class OutageWatch:
         waited = now - self.since if self.since is not None else 0.0
         return (f"the teacher answered nothing for {waited:.0f} s while {self.failures} attempts failed "
                 f"({kinds}); it looks down: stopped with the unanswered jobs pending, rerun later to resume")
+
+
+# A run is misconfigured when, before its first answer, this many permanent errors in a row share one
+# HTTP status, on at least this many different prompts (or all the run has, if it has fewer). Five:
+# enough that a few bad prompts at the head of a plan are not taken for a wrong job file, and few
+# enough that at most max_concurrency requests are spent finding out. Errors that name the prompt
+# (too long, filtered) never count (harvester.teacher marks them `about_prompt`).
+REJECT_STREAK, REJECT_PROMPTS = 5, 3
+
+
+class RejectionWatch:
+    """Permanent errors (4xx) before the first answer of a run, held back instead of recorded as
+    failed until it is clear whose fault they are: an answer says the prompts' (each is then recorded
+    as failed), and the same status on many different prompts says the job file's (base_url, model,
+    params): the run stops as misconfigured, its jobs still pending. After an answer, a permanent
+    error is one prompt's, recorded at once. Pure: outcomes in, verdicts out."""
+
+    def __init__(self, jobs: int, prompts: int, *, streak: int = REJECT_STREAK,
+                 distinct_prompts: int = REJECT_PROMPTS) -> None:
+        self.need = min(streak, jobs)
+        self.need_prompts = min(distinct_prompts, prompts)
+        self.armed = self.need > 0           # until the first answer
+        self.tripped = False
+        self.status: int | None = None       # of the current streak
+        self.count = 0
+        self.message = ""
+        self.prompts: set[str] = set()          # of the current streak (at most need_prompts kept)
+        self._held: list[tuple[str, Any]] = []
+
+    def rejected(self, job_id: str, prompt: str, status: int | None, error: Any) -> bool:
+        """A permanent error on `job_id`; True if it is held back (not to be recorded as failed now)."""
+        if not self.armed:
+            return False
+        self._held.append((job_id, error))
+        if status != self.status:
+            self.status, self.count, self.prompts = status, 0, set()
+        self.count += 1
+        self.message = str(error)
+        if len(self.prompts) < max(self.need, self.need_prompts):
+            self.prompts.add(prompt)
+        if self.count >= self.need and len(self.prompts) >= self.need_prompts:
+            self.tripped = True
+        return True
+
+    def answered(self) -> list[tuple[str, Any]]:
+        """An answer: the errors held back were their prompts'; returns them (to record as failed)."""
+        if self.tripped:
+            return []                        # the verdict stands: those jobs stay pending
+        self.armed = False
+        return self.release()
+
+    def release(self) -> list[tuple[str, Any]]:
+        """The errors held back, once and for all (at an answer, or at the end of a run not tripped)."""
+        held, self._held = self._held, []
+        return held

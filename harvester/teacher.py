@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import socket
 import ssl
 import time
@@ -106,7 +107,7 @@ class Teacher:
         if content is None or (not content.strip() and finish_reason == "content_filter"):
             if finish_reason == "content_filter":
                 raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
-                                     status=status, headers=headers)
+                                     status=status, headers=headers, about_prompt=True)
             raise RetryableError("the response has no message content", kind="bad_body",
                                  status=status, headers=headers)
         meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
@@ -136,7 +137,8 @@ class Teacher:
             retry_after = parse_retry_after(headers)
             return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
                                   retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
-        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
+        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
+                              about_prompt=status == 413 or bool(_ABOUT_PROMPT.search(f"{detail} {_error_code(body)}")))
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -172,6 +174,17 @@ def connection_failure(e: BaseException) -> tuple[str, str]:
     if any(type(x).__name__ == "ConnectError" for x in chain):  # e.g. network unreachable, reset on connect
         return "unreachable", f"cannot connect ({last})"
     return "connection", f"the connection dropped without an answer ({type(last).__name__})"
+
+
+# A 4xx whose words say the prompt itself is at fault (too long for the model, refused by a filter):
+# never taken for a wrong job file (harvester.outage.RejectionWatch), however many prompts get it.
+_ABOUT_PROMPT = re.compile(r"context.length|context.window|maximum context|too many tokens|prompt is too long|"
+                           r"input is too long|too long for|content.(policy|filter|management)|safety", re.I)
+
+
+def _error_code(body: Any) -> str:
+    err = body.get("error", body) if isinstance(body, dict) else None
+    return " ".join(str(err.get(k) or "") for k in ("code", "type")) if isinstance(err, dict) else ""
 
 
 def _safe_text(response: httpx.Response) -> str:
