@@ -11,7 +11,10 @@ import sqlite3
 import time
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from conftest import cli, popen_cli
+from harvester.prompts import JobSpec
 from harvester.store import Store
 from harvester.workers import origin, process_gone
 
@@ -72,8 +75,12 @@ def test_a_rerun_after_kill_9_takes_back_the_dead_runs_jobs_and_finishes(sim_fac
 def test_only_dead_workers_leases_are_taken_back(tmp_path: Path) -> None:
     """The store's side, with real runs: a live worker (fresh heartbeat, its pid alive), a worker whose
     pid is gone on this machine, and one silent for longer than dead_after on another machine."""
-    store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    from harvester.prompts import JobSpec
+    check_take_back(f"sqlite:///{tmp_path / 's.db'}")
+
+
+def check_take_back(url: str) -> None:
+    """(test_postgres.py runs this on PostgreSQL.)"""
+    store = Store(url)
     specs = [JobSpec(id=f"j{i}", prompt_key=f"p{i}", seq=i, sample_index=0,
                      request={"model": "m", "messages": [{"role": "user", "content": str(i)}]},
                      source="x", metadata={}) for i in range(9)]
@@ -83,19 +90,19 @@ def test_only_dead_workers_leases_are_taken_back(tmp_path: Path) -> None:
         os._exit(0)
     os.waitpid(gone_pid, 0)
     owners = {"live": f"h:{os.getpid()}:aaa", "gone": f"h:{gone_pid}:bbb", "silent": "other:123:ccc"}
-    runs = {}
     for name, owner in owners.items():
-        runs[name] = store.start_run(job_name="t", owner=owner, origin="elsewhere" if name == "silent" else origin(),
-                                     version="0", config_hash="x", plan_key="plan")
+        store.start_run(job_name="t", owner=owner, origin="elsewhere" if name == "silent" else origin(),
+                        version="0", config_hash="x", plan_key="plan")
         store.claim("plan", owner, 3, 600)
     with store.write() as conn:                          # the silent one last beat 60 s ago
-        conn.exec_driver_sql("update run set heartbeat_at = heartbeat_at - 60 where owner = ?", (owners["silent"],))
+        conn.execute(sa.text("update run set heartbeat_at = heartbeat_at - 60 where owner = :o"),
+                     {"o": owners["silent"]})
     released = store.take_back_dead("plan", dead_after=7.0, gone=process_gone)
     assert released == {owners["gone"]: 3, owners["silent"]: 3}
     assert store.leases_held("plan") == {owners["live"]: 3}
     assert store.job_counts("plan") == {"pending": 6, "leased": 3, "done": 0, "failed": 0}
     with store.read() as conn:
-        rows = dict(conn.exec_driver_sql("select owner, exit_reason from run").all())
+        rows = dict(conn.execute(sa.text("select owner, exit_reason from run")).all())
     assert rows == {owners["live"]: None, owners["gone"]: "crashed", owners["silent"]: "crashed"}
     assert store.take_back_dead("plan", dead_after=7.0, gone=process_gone) == {}   # idempotent
     store.close()
