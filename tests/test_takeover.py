@@ -121,3 +121,35 @@ def test_a_run_that_cannot_finish_every_job_is_not_done(sim, make_job) -> None:
     assert "run incomplete" in r.stdout and "3 leased by other workers" in r.stdout
     assert "3 of 10 jobs have no answer yet (0 pending, 3 leased by another worker)" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_stopped_worker_is_waited_for_then_taken_back_and_stops_when_it_wakes(sim_factory, make_job) -> None:
+    """SIGSTOP: the process lives on, silent. Another run waits while it counts as live (its
+    heartbeat is fresh), takes its jobs back once it is silent for dead_after, and finishes them;
+    woken up, the stopped worker finds itself taken for dead and stops (exit 1) instead of going on."""
+    import signal
+    n = 120
+    sim = sim_factory(latency=0.2)
+    job = make_job(sim, n=n, teacher={"limits": {"max_concurrency": 4, "rpm": 60000}})
+    a = popen_cli("run", str(job), "--quiet")
+    deadline = time.monotonic() + 60
+    while _count(job, "select count(*) from job where status = 'done'") < 10:
+        assert time.monotonic() < deadline and a.poll() is None
+        time.sleep(0.05)
+    a.send_signal(signal.SIGSTOP)
+    try:
+        held = _count(job, "select count(*) from job where status = 'leased'")
+        assert held > 0
+        b = cli("run", str(job), "--quiet", timeout=180)
+        assert b.returncode == 0, b.stdout + b.stderr
+        assert f"job: {n}/{n} done" in b.stdout
+    finally:
+        a.send_signal(signal.SIGCONT)
+    out, err = a.communicate(timeout=60)
+    assert a.returncode == 1, out + err
+    assert "took back its jobs" in err and "Traceback" not in err
+    stats = sim.stats()
+    assert stats["distinct_prompts_answered"] == n
+    # Paid twice: at most the jobs it held (in flight, or claimed ahead and sent in the moment between
+    # waking up and its next heartbeat).
+    assert stats["prompts_answered_more_than_once"] <= held
