@@ -79,12 +79,12 @@ class Teacher:
             raise self._classify_status(e) from None
         except openai.APITimeoutError as e:
             if any(type(x).__name__ == "ConnectTimeout" for x in _chain(e)):
-                raise RetryableError(f"no connection to {self.config.base_url} within "
-                                     f"{self._http.timeout.connect:g} s", kind="connect_timeout") from None
+                raise RetryableError(self.scrub(f"no connection to {self.config.base_url} within "
+                                                f"{self._http.timeout.connect:g} s"), kind="connect_timeout") from None
             raise RetryableError("the teacher did not answer within the timeout", kind="timeout") from None
         except openai.APIConnectionError as e:
             kind, what = connection_failure(e)
-            raise RetryableError(f"connection to {self.config.base_url} failed: {self.scrub(what)}", kind=kind) from None
+            raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind) from None
         latency = time.monotonic() - start
         headers, status = response.headers, response.status_code
         try:
