@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
 
     from .export.pipeline import ExportReport
 
-EXIT_CODES = {"done": 0, "fatal": 1, "error": 1, "quota": 3, "unavailable": 4, "interrupted": 130}
+EXIT_CODES = {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "quota": 3, "unavailable": 4,
+              "interrupted": 130}
 
 
 @dataclass
@@ -53,7 +54,7 @@ class PlanSummary:
 
 @dataclass
 class RunResult:
-    reason: str                      # done | quota | interrupted | fatal
+    reason: str                      # done | incomplete | misconfigured | quota | unavailable | interrupted | fatal | error
     message: str
     sent: int                        # requests sent by this run
     answered: int
@@ -153,8 +154,10 @@ class Harvester:
 
     # --- run ----------------------------------------------------------------------------
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,
-                  handle_signals: bool = True) -> RunResult:
-        """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`)."""
+                  handle_signals: bool = True, retry_failed: bool = False) -> RunResult:
+        """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`).
+        `retry_failed`: send the plan's failed jobs again too, permanent failures included (after
+        fixing what made them fail)."""
         terms = check_terms(self.job.teacher)  # before anything is planned or sent
         # Config errors before anything is written: a run refused for bad input leaves the store as it was.
         self.job.teacher.api_key()
@@ -162,6 +165,8 @@ class Harvester:
         summary = self.plan()
         store = self.store
         teacher = Teacher(self.job.teacher)
+        if retry_failed:
+            store.reset_failures(summary.plan_key)
         store.reset_retryable_failures(summary.plan_key)
         before = store.status(summary.plan_key)
         owner = worker_id()
@@ -291,6 +296,9 @@ class Harvester:
                     "plan_key": plan_key}
         s = self.store.status(plan_key, dead_after=dead_after(self.job.lease_seconds))
         s["workers"] = [w for w in s["workers"] if not process_gone(w)]  # killed on this machine
+        run = s.get("last_run")
+        if run and run.get("ended_at") is None and run["id"] not in {w["id"] for w in s["workers"]}:
+            run["exit_reason"] = "crashed"  # not ended, yet not live: killed; the next run takes its jobs back
         return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
                 "plan_key": plan_key, **s}
 

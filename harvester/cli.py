@@ -69,7 +69,9 @@ def _harvester(job: Path) -> Any:
 def run(job: Path = JobArg,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
         dry_run: bool = typer.Option(False, "--dry-run", help="estimate requests, tokens and cost of what is "
-                                     "pending; send nothing")) -> None:
+                                     "pending; send nothing"),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="send the failed jobs again too, "
+                                          "permanent failures (4xx) included: after fixing their cause")) -> None:
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
@@ -83,14 +85,15 @@ def run(job: Path = JobArg,
             return 0
         display = None if quiet else ProgressDisplay()
         try:
-            result = h.run_sync(on_progress=display)
+            result = h.run_sync(on_progress=display, retry_failed=retry_failed)
         finally:
             if display:
                 display.close()
         s = result.status
         out.print(f"run {result.reason}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
-                  f"{s['pending']} pending", highlight=False)
+                  f"{s['pending']} pending" + (f", {s['leased']} leased by other workers" if s.get("leased") else ""),
+                  highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
                       highlight=False)

@@ -20,13 +20,14 @@ from tenacity.wait import wait_random_exponential
 
 from .config import Job
 from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
-from .outage import OutageWatch
+from .hashing import content_hash
+from .outage import OutageWatch, RejectionWatch
 from .ratelimit import Permit, RateLimiter
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
-from .workers import WINDOW, Peers, dead_after, heartbeat_interval
+from .workers import WINDOW, Peers, dead_after, heartbeat_interval, process_gone
 
 
 class QuotaGate(Protocol):
@@ -51,14 +52,16 @@ class Progress:
     prompt_tokens: int
     completion_tokens: int
     elapsed: float
-    requests_per_min: float
+    requests_per_min: float                 # attempts sent, failed ones included: not throughput
     eta_seconds: float | None
     limiter: dict[str, Any] = field(default_factory=dict)
+    answers_per_min: float = 0.0            # answers received: the throughput to show
 
 
 @dataclass
 class RunOutcome:
-    reason: str                     # done | quota | unavailable | interrupted | fatal | error
+    reason: str                     # done | incomplete | misconfigured | quota | unavailable | interrupted
+                                    # | fatal | error
     message: str = ""
     sent: int = 0
     answered: int = 0
@@ -106,6 +109,7 @@ class Crawler:
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.outage = OutageWatch(job.retry.outage_after)
+        self.rejections = RejectionWatch(0, 0)  # armed in run(), with the number of jobs it may send
         self.started = time.monotonic()
         self._stopping = False
         self._stop_reason: RunOutcome | None = None
@@ -133,7 +137,7 @@ class Crawler:
         rate = self.answered / elapsed if elapsed > 0 else 0.0
         return Progress(self.total, self.done, self.failed, self.in_flight, self.sent, self.answered,
                         self.rate_limited, self.prompt_tokens, self.completion_tokens, elapsed, rpm,
-                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot())
+                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot(), rate * 60)
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None,
                   progress_interval: float = 0.5) -> RunOutcome:
@@ -141,6 +145,8 @@ class Crawler:
         heartbeat: asyncio.Task[Any] | None = None
         ticker = asyncio.create_task(self._tick(on_progress, progress_interval)) if on_progress else None
         try:
+            await self._take_back()  # a crashed run's jobs, at once and first (they come first in the plan)
+            self.rejections = RejectionWatch(*await asyncio.to_thread(self.store.open_jobs, self.plan_key))
             await self._join()
             heartbeat = asyncio.create_task(self._heartbeat())
             while not self._stopping:
@@ -153,8 +159,13 @@ class Crawler:
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     if not batch and not tasks:
-                        # Nothing to claim; stay while other workers hold jobs that may come back.
+                        # Nothing to claim; take back the jobs of dead workers, and stay while live
+                        # ones hold jobs that may come back.
                         held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner)
+                        if not held:
+                            break
+                        if await self._take_back():
+                            continue
                         if not self.peers.may_hand_back(held):
                             break
                         await self._pause(1.0)
@@ -167,6 +178,9 @@ class Crawler:
                 for t in waiting:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+            if not self.rejections.tripped:  # no verdict came: the errors held back are their prompts'
+                for job_id, e in self.rejections.release():
+                    self._fail(job_id, e, permanent=True)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -180,7 +194,7 @@ class Crawler:
             on_progress(self.progress())
         if self.crash is not None:
             raise self.crash
-        outcome = self._stop_reason or RunOutcome("done")
+        outcome = self._stop_reason or await self._finished()
         outcome.sent, outcome.answered, outcome.failed = self.sent, self.answered, self.failed
         outcome.errors = self.errors
         return outcome
@@ -208,6 +222,11 @@ class Crawler:
             self._fail(claimed.id, e, permanent=False)
             return
         except PermanentError as e:
+            if not e.about_prompt and self.rejections.rejected(claimed.id, content_hash(request["messages"]),
+                                                                e.status, e):
+                if self.rejections.tripped:
+                    self._misconfigured()
+                return  # held back: failed once an answer shows it was the prompt, else left pending
             self._fail(claimed.id, e, permanent=True)
             return
         except FatalError as e:
@@ -222,6 +241,8 @@ class Crawler:
             self.crash = e
             self.stop("error")
             return
+        for job_id, e in self.rejections.answered():  # the teacher answers: those were the prompts' errors
+            self._fail(job_id, e, permanent=True)
         self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
                                   reply.reasoning))
@@ -272,8 +293,9 @@ class Crawler:
                                   outcome=outcome)
             if e.status == 429:
                 self.rate_limited += 1
+                self.outage.heard_from()
             elif isinstance(e, RetryableError):
-                self._teacher_failed(job_id, e.kind)
+                self._teacher_failed(job_id, e)
             else:
                 self.outage.answered()  # a 4xx is an answer about the prompt: the teacher is up
             self.errors[e.kind] += 1
@@ -338,17 +360,53 @@ class Crawler:
         self.failed += 1
         self.writer.put(FailureRow(job_id, e.kind, self.teacher.scrub(str(e)), permanent))
 
-    def _teacher_failed(self, job_id: str, kind: str) -> None:
+    def _teacher_failed(self, job_id: str, e: TeacherError) -> None:
         now = time.monotonic()
-        self.outage.failed(now, job_id, kind)
+        self.outage.failed(now, job_id, e.kind, status=e.status, message=self.teacher.scrub(str(e)))
         if self.outage.down(now) and not self._stopping:
             self._stop_reason = RunOutcome("unavailable", self.outage.describe(now))
             self.stop("unavailable")
+
+    def _misconfigured(self) -> None:
+        w = self.rejections
+        hint = {404: "teacher.base_url (most servers want its path to end in /v1, e.g. http://host:8000/v1) "
+                     "and teacher.model",
+                405: "teacher.base_url (its path: most servers want it to end in /v1)",
+                422: "teacher.params (a parameter the server does not know, or a value it refuses) and teacher.model",
+                400: "teacher.model and teacher.params"}.get(w.status or 0,
+                                                             "teacher.base_url, teacher.model and teacher.params")
+        message = (f"the teacher at {self.job.teacher.base_url} rejected every request, answering none: "
+                   f"{w.message} ({w.count} requests in a row, {len(w.prompts)} different "
+                   f"prompt{'s' if len(w.prompts) > 1 else ''}). That is the job file, not the prompts: "
+                   f"check {hint}. Nothing was recorded as failed; the jobs are still pending: fix the job file "
+                   "and rerun")
+        if self._stop_reason is None:
+            self._stop_reason = RunOutcome("misconfigured", self.teacher.scrub(message))
+        self.stop("misconfigured")
 
     def _fatal(self, e: FatalError) -> None:
         if self._stop_reason is None or self._stop_reason.reason != "fatal":
             self._stop_reason = RunOutcome("fatal", self.teacher.scrub(str(e)), fatal=e)
         self.stop("fatal")
+
+    async def _finished(self) -> RunOutcome:
+        """"done" only if every job of the plan is answered or failed with its reason recorded; jobs
+        still pending or leased (by a worker that is neither live nor known dead) make it "incomplete"."""
+        counts = await asyncio.to_thread(self.store.job_counts, self.plan_key)
+        left = counts["pending"] + counts["leased"]
+        if not left:
+            return RunOutcome("done")
+        held = f", {counts['leased']} leased by another worker" if counts["leased"] else ""
+        return RunOutcome("incomplete", f"{left} of {sum(counts.values())} jobs have no answer yet "
+                          f"({counts['pending']} pending{held}); rerun to finish them (a lease of a worker that "
+                          f"cannot be reached expires after lease_seconds = {self.job.lease_seconds:g} s)")
+
+    async def _take_back(self) -> int:
+        """Hand the jobs leased by dead workers back to the queue (harvester.store.take_back_dead)."""
+        released = await asyncio.to_thread(self.store.take_back_dead, self.plan_key,
+                                           dead_after=dead_after(self.job.lease_seconds), gone=process_gone,
+                                           exclude_run=self.run_id)
+        return sum(released.values())
 
     # --- background ---------------------------------------------------------------------
     async def _join(self) -> None:
@@ -381,6 +439,13 @@ class Crawler:
             sent=self.sent, answered=self.answered, rate_limited=self.rate_limited,
             limiter=self.limiter.snapshot(), share=self.limiter.share, throughput=self._throughput())
         self.limiter.set_share(self.peers.update(now, workers))
+        if not any(w["id"] == self.run_id for w in workers) and not self._stopping:
+            # Our run was ended by another worker that took us for dead (no heartbeat for dead_after s:
+            # this process was stopped, or cut off from the store) and took back our jobs: stop.
+            self._stop_reason = RunOutcome("error", "another worker found this one silent for over "
+                                           f"{dead_after(self.job.lease_seconds):.0f} s and took back its jobs; "
+                                           "stopped: rerun to resume")
+            self.stop("error")
 
     def _throughput(self) -> float:
         """Answers per minute over the last ~30 s."""

@@ -46,7 +46,7 @@ class ProgressDisplay:
         eta = f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else "-"
         limits = _limits_text(p.limiter)
         print(f"[{p.elapsed:7.1f}s] done {p.done}/{p.total}  failed {p.failed}  in flight {p.in_flight}  "
-              f"{p.requests_per_min:.0f} req/min  429s {p.rate_limited}  tokens {p.prompt_tokens}+"
+              f"{p.answers_per_min:.0f} answers/min  429s {p.rate_limited}  tokens {p.prompt_tokens}+"
               f"{p.completion_tokens}  eta {eta}" + (f"  limits {limits}" if limits else ""),
               file=self.stream, flush=True)
 
@@ -57,7 +57,7 @@ class ProgressDisplay:
                                  console=Console(file=self.stream), transient=False)
             self._bar.start()
             self._task = self._bar.add_task("harvest", total=p.total, info="")
-        info = (f"failed {p.failed} · in flight {p.in_flight} · {p.requests_per_min:.0f} req/min · "
+        info = (f"failed {p.failed} · in flight {p.in_flight} · {p.answers_per_min:.0f} answers/min · "
                 f"429s {p.rate_limited}")
         limits = _limits_text(p.limiter)
         if limits:

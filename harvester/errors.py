@@ -64,9 +64,11 @@ class TeacherError(HarvesterError):
     """One failed request. `kind` is a short class for counting (e.g. "http_503", "timeout")."""
 
     def __init__(self, message: str, *, kind: str, status: int | None = None,
-                 retry_after: float | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 retry_after: float | None = None, headers: Mapping[str, str] | None = None,
+                 about_prompt: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        self.about_prompt = about_prompt  # the error names the prompt (too long, filtered), not the job file
         self.status = status
         self.retry_after = retry_after
         self.headers = headers  # rate-limit headers of the failed response, for the limiter

@@ -110,6 +110,7 @@ class SimConfig:
     reasoning: bool = False           # answer as a reasoning model: a `reasoning_content` trace first
     refusal_rate: float = 0.0         # share of answers that are a refusal (REFUSAL), to see filters at work
     empty_rate: float = 0.0           # share of answers that are empty
+    check_model: bool = False         # a request for another model than `model` gets 404 model_not_found
     seed: int = 0
     log_path: str | None = None       # JSONL: a line per request received, rate_limited (429) or answered
 
@@ -223,6 +224,9 @@ class Simulator:
             assert isinstance(messages, list) and messages
         except Exception:  # noqa: BLE001
             return self._error(400, "The request body is not a valid chat completion request.", "invalid_request")
+        if cfg.check_model and body.get("model") != cfg.model:
+            return self._error(404, f"The model `{body.get('model')}` does not exist or you do not have access "
+                               "to it.", "model_not_found")
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         p_tokens = prompt_tokens(messages)
         if cfg.max_context is not None and p_tokens + (max_tokens or 0) > cfg.max_context:

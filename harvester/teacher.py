@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -74,11 +77,14 @@ class Teacher:
             response = await self._client.post("/chat/completions", cast_to=httpx.Response, body=body)
         except openai.APIStatusError as e:
             raise self._classify_status(e) from None
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as e:
+            if any(type(x).__name__ == "ConnectTimeout" for x in _chain(e)):
+                raise RetryableError(self.scrub(f"no connection to {self.config.base_url} within "
+                                                f"{self._http.timeout.connect:g} s"), kind="connect_timeout") from None
             raise RetryableError("the teacher did not answer within the timeout", kind="timeout") from None
         except openai.APIConnectionError as e:
-            cause = type(e.__cause__).__name__ if e.__cause__ else "connection error"
-            raise RetryableError(f"connection failed ({cause})", kind="connection") from None
+            kind, what = connection_failure(e)
+            raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind) from None
         latency = time.monotonic() - start
         headers, status = response.headers, response.status_code
         try:
@@ -101,7 +107,7 @@ class Teacher:
         if content is None or (not content.strip() and finish_reason == "content_filter"):
             if finish_reason == "content_filter":
                 raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
-                                     status=status, headers=headers)
+                                     status=status, headers=headers, about_prompt=True)
             raise RetryableError("the response has no message content", kind="bad_body",
                                  status=status, headers=headers)
         meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
@@ -130,7 +136,8 @@ class Teacher:
             retry_after = parse_retry_after(headers)
             return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
                                   retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
-        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers)
+        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
+                              about_prompt=status == 413 or bool(_ABOUT_PROMPT.search(f"{detail} {_error_code(body)}")))
 
     def _key_advice(self, status: int, detail: str) -> str:
         """What a 401/403 means for this job file's key, and where to fix it."""
@@ -145,6 +152,48 @@ class Teacher:
     async def aclose(self) -> None:
         await self._client.close()
         await self._http.aclose()
+
+
+# Connection failures that happen before a request reaches any server: they say nothing about the
+# prompt, and a teacher that never answered and fails only this way is unreachable (harvester.outage).
+UNREACHABLE_KINDS = frozenset({"connection_refused", "dns", "tls", "connect_timeout", "unreachable"})
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """The exception and its causes (the SDK wraps httpx's, which wraps the socket's)."""
+    out: list[BaseException] = []
+    x: BaseException | None = e
+    while x is not None and x not in out and len(out) < 10:
+        out.append(x)
+        x = x.__cause__ or x.__context__
+    return out
+
+
+def connection_failure(e: BaseException) -> tuple[str, str]:
+    """(kind, words) of a failed connection: refused, DNS, TLS, or dropped ("connection")."""
+    chain = _chain(e)
+    for x in chain:
+        if isinstance(x, ConnectionRefusedError):
+            return "connection_refused", "connection refused"
+        if isinstance(x, socket.gaierror):
+            return "dns", f"the host name does not resolve ({x.strerror or x})"
+        if isinstance(x, ssl.SSLError):
+            return "tls", f"TLS handshake failed ({x.reason or x})"
+    last = chain[-1]
+    if any(type(x).__name__ == "ConnectError" for x in chain):  # e.g. network unreachable, reset on connect
+        return "unreachable", f"cannot connect ({last})"
+    return "connection", f"the connection dropped without an answer ({type(last).__name__})"
+
+
+# A 4xx whose words say the prompt itself is at fault (too long for the model, refused by a filter):
+# never taken for a wrong job file (harvester.outage.RejectionWatch), however many prompts get it.
+_ABOUT_PROMPT = re.compile(r"context.length|context.window|maximum context|too many tokens|prompt is too long|"
+                           r"input is too long|too long for|content.(policy|filter|management)|safety", re.I)
+
+
+def _error_code(body: Any) -> str:
+    err = body.get("error", body) if isinstance(body, dict) else None
+    return " ".join(str(err.get(k) or "") for k in ("code", "type")) if isinstance(err, dict) else ""
 
 
 def _safe_text(response: httpx.Response) -> str:

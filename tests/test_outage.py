@@ -23,8 +23,9 @@ from workerprocs import sim_process  # noqa: F401 (a fixture)
 
 # --- the watch --------------------------------------------------------------------------------
 def fail(watch: OutageWatch, now: float, jobs: str, kind: str = "connection") -> None:
+    status = int(kind[5:]) if kind.startswith("http_") else None   # an HTTP error: the server answered
     for job in jobs:
-        watch.failed(now, job, kind)
+        watch.failed(now, job, kind, status=status)
 
 
 def test_many_different_jobs_failing_make_the_teacher_suspect_then_down_after_the_delay() -> None:

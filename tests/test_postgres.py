@@ -275,3 +275,8 @@ def test_status_lists_live_workers_and_their_shares_are_redivided(sim_process, m
         finish(procs)
     assert status(job)["workers"] == []
     assert sim.stats()["rate_limited"] == 0
+
+
+def test_only_dead_workers_leases_are_taken_back(pg_url: str) -> None:
+    from test_takeover import check_take_back
+    check_take_back(pg_url)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,6 +290,58 @@ class Store:
         with self.write() as conn:
             conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
                          .values(status="pending", lease_owner=None, lease_expires=None))
+
+    def take_back_dead(self, plan_key: str, *, dead_after: float, gone: Callable[[dict[str, Any]], bool],
+                       exclude_run: int | None = None) -> dict[str, int]:
+        """Runs whose worker is dead (not ended, and not heard from for `dead_after` s, or `gone`: its pid
+        has exited on this machine) are marked ended, exit reason "crashed"; the plan's jobs leased by
+        a run that has ended go back to the queue at once, without waiting for their leases to expire.
+        A live worker's leases are never touched. Returns the jobs released, by former owner."""
+        with self.write() as conn:
+            now = conn.execute(sa.select(self._now())).scalar_one()
+            cutoff = now - dead_after
+            runs = conn.execute(sa.select(RUN.c.id, RUN.c.owner, RUN.c.origin, RUN.c.heartbeat_at)
+                                .where(RUN.c.ended_at.is_(None))).mappings().all()
+            for r in runs:
+                stale = r["heartbeat_at"] is None or r["heartbeat_at"] < cutoff
+                if r["id"] == exclude_run or not (stale or gone(dict(r))):
+                    continue
+                cond = [RUN.c.id == r["id"], RUN.c.ended_at.is_(None)]
+                if stale and not gone(dict(r)):  # a heartbeat since we looked: alive after all
+                    cond.append(sa.or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < cutoff))
+                conn.execute(RUN.update().where(*cond).values(
+                    ended_at=sa.func.coalesce(RUN.c.heartbeat_at, RUN.c.started_at), exit_reason="crashed"))
+            # Leases of ended runs are orphans: those just marked crashed, or a run that could not hand
+            # them back at its end (e.g. the store was unreachable then).
+            orphan = sa.and_(J.c.plan_key == plan_key, J.c.status == "leased",
+                             J.c.lease_owner.in_(sa.select(RUN.c.owner).where(RUN.c.ended_at.is_not(None))))
+            released = dict(conn.execute(sa.select(J.c.lease_owner, sa.func.count()).where(orphan)
+                                         .group_by(J.c.lease_owner)).all())
+            if released:
+                conn.execute(J.update().where(orphan).values(status="pending", lease_owner=None, lease_expires=None))
+            return released
+
+    def open_jobs(self, plan_key: str) -> tuple[int, int]:
+        """(jobs, distinct prompts) of the plan not answered nor failed: what a run may send."""
+        with self.read() as conn:
+            jobs, prompts = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(J.c.prompt_key)))
+                                         .where(J.c.plan_key == plan_key, J.c.status.in_(("pending", "leased")))).one()
+        return int(jobs), int(prompts)
+
+    def reset_failures(self, plan_key: str) -> int:
+        """Every failed job of the plan, permanent ones too, back to pending with fresh attempts
+        (`run --retry-failed`)."""
+        with self.write() as conn:
+            return conn.execute(J.update().where(J.c.plan_key == plan_key, J.c.status == "failed")
+                                .values(status="pending", attempts=0, permanent=False, updated_at=time.time())
+                                ).rowcount
+
+    def job_counts(self, plan_key: str) -> dict[str, int]:
+        """The plan's jobs by state."""
+        with self.read() as conn:
+            found = dict(conn.execute(sa.select(J.c.status, sa.func.count()).where(J.c.plan_key == plan_key)
+                                      .group_by(J.c.status)).all())
+        return {s: found.get(s, 0) for s in ("pending", "leased", "done", "failed")}
 
     def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None,
                      **run_fields: Any) -> None:

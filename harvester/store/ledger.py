@@ -125,10 +125,11 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
 
 
 def expire_lost(store: "Store", stale_before: float) -> int:
-    """Reservations of workers that died (heartbeat older than `stale_before`, never ended) may have
-    been billed: count them as used at their worst case. Returns how many."""
+    """Reservations of workers that died (heartbeat older than `stale_before`, never ended, or found
+    crashed by another run) may have been billed: count them as used at their worst case. Returns how many."""
     with store.write() as conn:
-        dead = sa.select(RUN.c.id).where(RUN.c.ended_at.is_(None), RUN.c.heartbeat_at < stale_before)
+        dead = sa.select(RUN.c.id).where(sa.or_(RUN.c.ended_at.is_(None), RUN.c.exit_reason == "crashed"),
+                                         RUN.c.heartbeat_at < stale_before)
         q = sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead)).order_by(U.c.id)
         if not store.is_sqlite:  # two workers starting at once must not both count the same ones
             q = q.with_for_update()
