@@ -54,6 +54,8 @@ class Progress:
     requests_per_min: float
     eta_seconds: float | None
     limiter: dict[str, Any] = field(default_factory=dict)
+    answers_per_min: float = 0.0    # throughput: answers, not attempts (failed ones do not count)
+    truncated: int = 0              # answers cut by max_tokens (finish_reason "length") this run
 
 
 @dataclass
@@ -102,7 +104,7 @@ class Crawler:
         self.max_tokens = job.teacher.max_tokens or 4096  # tpm reservation when the job sets none
         self.writer = StoreWriter(store)
         self.total, self.done, self.failed = total, done_before, failed_before
-        self.sent = self.answered = self.rate_limited = self.in_flight = 0
+        self.sent = self.answered = self.rate_limited = self.in_flight = self.truncated = 0
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.outage = OutageWatch(job.retry.outage_after)
@@ -133,7 +135,8 @@ class Crawler:
         rate = self.answered / elapsed if elapsed > 0 else 0.0
         return Progress(self.total, self.done, self.failed, self.in_flight, self.sent, self.answered,
                         self.rate_limited, self.prompt_tokens, self.completion_tokens, elapsed, rpm,
-                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot())
+                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot(),
+                        answers_per_min=rate * 60, truncated=self.truncated)
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None,
                   progress_interval: float = 0.5) -> RunOutcome:
@@ -226,6 +229,8 @@ class Crawler:
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
                                   reply.reasoning))
         self.done += 1
+        if reply.finish_reason == "length":
+            self.truncated += 1
 
     async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int, worst_in: int) -> Reply:
         if self._stopping:
