@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from .config import Job
-from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
+from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
 from .outage import OutageWatch
 from .ratelimit import Permit, RateLimiter
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
@@ -89,7 +89,7 @@ class Crawler:
     def __init__(self, job: Job, store: Store, teacher: Teacher, *, plan_key: str, run_id: int,
                  owner: str, limiter: RateLimiter | None = None, quota: QuotaGate | None = None,
                  estimator: TokenEstimator | None = None, total: int = 0, done_before: int = 0,
-                 failed_before: int = 0) -> None:
+                 failed_before: int = 0, max_seq: int | None = None) -> None:
         self.job = job
         self.store = store
         self.teacher = teacher
@@ -105,6 +105,7 @@ class Crawler:
         self.writer = StoreWriter(store)
         self.total, self.done, self.failed = total, done_before, failed_before
         self.sent = self.answered = self.rate_limited = self.in_flight = self.truncated = 0
+        self.max_seq = max_seq               # a trial (`run --limit N`): only the plan's jobs up to this seq
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.outage = OutageWatch(job.retry.outage_after)
@@ -150,14 +151,15 @@ class Crawler:
                 prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
                 if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
                     batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
-                                                    prefetch - len(tasks), self.job.lease_seconds)
+                                                    prefetch - len(tasks), self.job.lease_seconds, self.max_seq)
                     for claimed in batch:
                         task = asyncio.create_task(self._process(claimed))
                         tasks.add(task)
                         task.add_done_callback(tasks.discard)
                     if not batch and not tasks:
                         # Nothing to claim; stay while other workers hold jobs that may come back.
-                        held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner)
+                        held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner,
+                                                       self.max_seq)
                         if not self.peers.may_hand_back(held):
                             break
                         await self._pause(1.0)
@@ -219,6 +221,10 @@ class Crawler:
         except QuotaExceeded as e:
             self._stop_reason = self._stop_reason or RunOutcome("quota", str(e), quota=e)
             self.stop("quota", str(e))
+            return
+        except ConfigError as e:  # a budget no request can ever fit: rerunning later would not help
+            self._stop_reason = self._stop_reason or RunOutcome("config", str(e))
+            self.stop("config", str(e))
             return
         except Exception as e:  # a bug or a broken store: stop the run, then re-raise from run()
             self._stop_reason = RunOutcome("error", f"{type(e).__name__}: {e}")
