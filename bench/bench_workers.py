@@ -140,7 +140,9 @@ def one(workers: int, prompts: int, admin_url: str, folder: Path) -> dict[str, A
                         "limits": {"rpm": 6_000_000, "max_concurrency": 64}},
             "prompts": [{"path": "prompts.jsonl"}]}))
         cli = [sys.executable, "-m", "harvester.cli"]
-        subprocess.run([*cli, "run", "--dry-run", str(job)], check=True, capture_output=True, cwd=REPO)  # plan
+        subprocess.run([sys.executable, "-c", "import sys; from harvester import Harvester; "  # plan (a dry run
+                        "Harvester.from_file(sys.argv[1]).plan()", str(job)],              # writes nothing)
+                       check=True, capture_output=True, cwd=REPO)
         counters = Counters(db_engine, db)
         before = counters.read()
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, plans
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
@@ -33,7 +33,6 @@ from .quota import QuotaGuard, check_quota_config, prices_for, utc_now
 from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
-from .tokens import TokenEstimator
 from .workers import dead_after, origin, process_gone
 
 if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
@@ -41,8 +40,8 @@ if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
 
     from .export.pipeline import ExportReport
 
-EXIT_CODES = {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "quota": 3, "unavailable": 4,
-              "interrupted": 130}
+EXIT_CODES = {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "config": 2, "quota": 3,
+              "unavailable": 4, "interrupted": 130}
 
 
 @dataclass
@@ -50,6 +49,10 @@ class PlanSummary:
     plan_key: str
     jobs: int
     new: int
+    rows: int = 0                    # job specs read (prompts × samples), duplicate rows included
+    merged: int = 0                  # duplicate rows merged into one job (the same request)
+    earlier: dict[str, Any] | None = None   # earlier plans with answers, and what changed (harvester.plans)
+    limit: int | None = None         # a trial run: only the plan's first `limit` jobs are sent
 
 
 @dataclass
@@ -143,21 +146,40 @@ class Harvester:
         return path is None or path.exists()
 
     def plan(self) -> PlanSummary:
-        """Read the prompt sets and add their jobs to the store (idempotent: existing jobs stay)."""
+        """Read the prompt sets and add their jobs to the store (idempotent: existing jobs stay).
+        Keeps the plan's description (`plan:<key>` in meta) and says which earlier plans hold answers."""
         plan_key = self.plan_key()
-        new = 0 if self.store.get_meta("plan_key") == plan_key else self.store.plan(plan(self.job), plan_key)
+        meta_key = plans.META_PREFIX + plan_key
+        description = plans.decode(self.store.get_meta(meta_key))
+        if self.store.get_meta("plan_key") == plan_key and description is not None:
+            new = 0
+        else:
+            reader = plans.PlanReader(self.job)
+            new = self.store.plan(reader, plan_key)
+            # A prompt repeated in the files is one job: count what the store holds, not what was read.
+            description = reader.description(self.store.count_jobs(plan_key))
+            self.store.set_meta(meta_key, plans.encode(description))
         fingerprint = self._fingerprint_key()
         if fingerprint != "plan_of:unreadable":
             self.store.set_meta(fingerprint, plan_key)
-        # A prompt repeated in the files is one job: count what the store holds, not what was read.
-        return PlanSummary(plan_key, self.store.count_jobs(plan_key), new)
+        others = self.store.plans_with_answers(exclude=plan_key)
+        earlier = plans.earlier_plans(others, description, {p["plan_key"]: plans.decode(
+            self.store.get_meta(plans.META_PREFIX + p["plan_key"])) for p in others[:1]})
+        return PlanSummary(plan_key, self.store.count_jobs(plan_key), new, rows=description.get("rows", 0),
+                           merged=description.get("merged", 0), earlier=earlier)
 
     # --- run ----------------------------------------------------------------------------
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,
-                  handle_signals: bool = True, retry_failed: bool = False) -> RunResult:
+                  handle_signals: bool = True, retry_failed: bool = False, limit: int | None = None,
+                  on_plan: Callable[[PlanSummary], None] | None = None) -> RunResult:
         """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`).
+
         `retry_failed`: send the plan's failed jobs again too, permanent failures included (after
-        fixing what made them fail)."""
+        fixing what made them fail). `limit`: a trial, sending only the plan's first `limit` jobs in
+        plan order (the plan stays whole; a later run sends the rest). `on_plan` is told the plan (its
+        duplicates merged, its earlier versions) once planned, before anything is sent."""
+        if limit is not None and limit < 1:
+            raise ConfigError(f"--limit: {limit} is not a number of jobs; give 1 or more")
         terms = check_terms(self.job.teacher)  # before anything is planned or sent
         # Config errors before anything is written: a run refused for bad input leaves the store as it was.
         self.job.teacher.api_key()
@@ -167,8 +189,12 @@ class Harvester:
         teacher = Teacher(self.job.teacher)
         if retry_failed:
             store.reset_failures(summary.plan_key)
+        max_seq = store.seq_cutoff(summary.plan_key, limit) if limit is not None else None
+        summary.limit = limit if max_seq is not None else None
+        if on_plan is not None:
+            on_plan(summary)
         store.reset_retryable_failures(summary.plan_key)
-        before = store.status(summary.plan_key)
+        before = store.count_states(summary.plan_key, max_seq)
         owner = worker_id()
         run_id = store.start_run(job_name=self.job.name, owner=owner, origin=origin(), version=__version__,
                                  config_hash=self.config_hash(), plan_key=summary.plan_key,
@@ -182,8 +208,8 @@ class Harvester:
         if guard.active:
             ledger.expire_lost(store, stale_before=time.time() - self.job.lease_seconds)
         crawler = Crawler(self.job, store, teacher, plan_key=summary.plan_key, run_id=run_id, owner=owner,
-                          quota=guard if guard.active else None, total=summary.jobs,
-                          done_before=before["done"], failed_before=before["failed"])
+                          quota=guard if guard.active else None, total=sum(before.values()),
+                          done_before=before["done"], failed_before=before["failed"], max_seq=max_seq)
         self._crawler = crawler
         learned_key = "learned_rate:" + content_hash([self.job.teacher.base_url, self.job.teacher.model])
         if (learned := store.get_meta(learned_key)) is not None:   # the last run's rate, not the slow start
@@ -243,48 +269,19 @@ class Harvester:
     def quota(self) -> dict[str, Any]:
         """Each budget: used, reserved, left, next reset; and the ledger's totals."""
         from .quota import report
-        return report(self.job, self.store, clock=self.clock)
+        return report(self.job, self.store if self.store_exists() else None, clock=self.clock)
 
     def estimate(self) -> dict[str, Any]:
-        """The dry run: requests, tokens and cost of what is still pending, before anything is spent.
+        """The dry run: requests, tokens, cost and duration of what is still pending, before anything
+        is spent, and whether `run` would refuse or stop (`exit_code`, `problems`). Writes nothing.
 
         `worst` bounds one attempt per pending job (hard input bound + max_tokens); `expected` uses the
         averages observed so far (calibrated input estimate, mean completion tokens), when there are any."""
-        from .crawler import input_token_bound
-        summary = self.plan()
-        store = self.store
-        estimator = TokenEstimator()
-        done_in = done_est = done_out = answered = 0
-        for r in store.iter_records(summary.plan_key):
-            if r.prompt_tokens is not None:
-                done_in += r.prompt_tokens
-                done_est += estimator.raw(r.messages)
-                done_out += r.completion_tokens or 0
-                answered += 1
-        ratio = done_in / done_est if done_est else None
-        mean_out = done_out / answered if answered else None
-        max_out = self.job.teacher.max_tokens
-        pending = worst_in = exp_in = 0.0
-        for messages in store.iter_pending_messages(summary.plan_key):
-            pending += 1
-            worst_in += input_token_bound(messages)
-            exp_in += estimator.raw(messages) * ratio if ratio else 0.0
-        prices = prices_for(self.job)
-
-        def usd(i: float, o: float) -> float | None:
-            return None if prices is None else (i * prices.input_per_mtok + o * prices.output_per_mtok) / 1e6
-
-        worst_out = pending * max_out if max_out is not None else None
-        expected = None
-        if ratio is not None and mean_out is not None:
-            exp_out = pending * mean_out
-            expected = {"input_tokens": round(exp_in), "output_tokens": round(exp_out),
-                        "usd": usd(exp_in, exp_out), "from_answers": answered}
-        return {"jobs": summary.jobs, "pending_requests": int(pending),
-                "worst": {"input_tokens": int(worst_in), "output_tokens": worst_out,
-                          "usd": usd(worst_in, worst_out) if worst_out is not None else None},
-                "expected": expected, "prices": prices.model_dump() if prices else None,
-                "note": "worst case counts one attempt per pending job; retries of billed failures add to it"}
+        from .estimate import dry_run
+        est = dry_run(self.job, self.store if self.store_exists() else None, clock=self.clock)
+        if self._plan_key is None:
+            self._plan_key = est["plan_key"]
+        return est
 
     # --- status and export --------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -299,6 +296,8 @@ class Harvester:
         run = s.get("last_run")
         if run and run.get("ended_at") is None and run["id"] not in {w["id"] for w in s["workers"]}:
             run["exit_reason"] = "crashed"  # not ended, yet not live: killed; the next run takes its jobs back
+        description = plans.decode(self.store.get_meta(plans.META_PREFIX + plan_key)) or {}
+        s["merged"] = description.get("merged", 0)  # duplicate prompt rows merged into one job at planning
         return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
                 "plan_key": plan_key, **s}
 

@@ -68,32 +68,44 @@ def _harvester(job: Path) -> Any:
 @app.command()
 def run(job: Path = JobArg,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
-        dry_run: bool = typer.Option(False, "--dry-run", help="estimate requests, tokens and cost of what is "
-                                     "pending; send nothing"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="estimate requests, tokens, cost and duration of "
+                                     "what is pending, and check what run would refuse; send and write nothing"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="send the failed jobs again too, "
-                                          "permanent failures (4xx) included: after fixing their cause")) -> None:
+                                          "permanent failures (4xx) included: after fixing their cause"),
+        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="a trial: send only the plan's first N "
+                                            "jobs (in plan order); a later run sends the rest")) -> None:
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
     Exits 3 when a quota is reached (rerun after its reset to resume), 4 when the teacher looks down
     (nothing answered for retry.outage_after seconds; rerun later to resume)."""
     def go() -> int:
-        from .display import ProgressDisplay, estimate_table
+        from .display import ProgressDisplay, estimate_lines, estimate_table, plan_lines
         h = _harvester(job)
         if dry_run:
-            out.print(estimate_table(h.estimate()))
-            return 0
+            est = h.estimate()
+            out.print(estimate_table(est))
+            for line in estimate_lines(est) + plan_lines(est):
+                out.print(line, highlight=False)
+            for problem in est["problems"]:
+                err.print(f"[bold red]run would stop:[/] {problem}", markup=True, highlight=False)
+            return est["exit_code"]
         display = None if quiet else ProgressDisplay()
+
+        def on_plan(summary: Any) -> None:  # before anything is sent: a line, not a question (runs are unattended)
+            for line in plan_lines(summary.__dict__):
+                out.print(line, highlight=False)
         try:
-            result = h.run_sync(on_progress=display, retry_failed=retry_failed)
+            result = h.run_sync(on_progress=display, retry_failed=retry_failed, limit=limit, on_plan=on_plan)
         finally:
             if display:
                 display.close()
         s = result.status
-        out.print(f"run {result.reason}: sent {result.sent} requests, {result.answered} answered, "
+        trial = f" (trial --limit {limit}: the first {min(limit, s['jobs']):,} of {s['jobs']:,} jobs)" if limit else ""
+        out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
-                  f"{s['pending']} pending" + (f", {s['leased']} leased by other workers" if s.get("leased") else ""),
-                  highlight=False)
+                  f"{s['pending']} pending" + (f", {s['leased']} leased by other workers" if s.get("leased") else "")
+                  + (f", {s['truncated']:,} truncated (max_tokens)" if s.get("truncated") else ""), highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
                       highlight=False)

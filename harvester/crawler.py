@@ -19,7 +19,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from .config import Job
-from .errors import FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
+from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
 from .hashing import content_hash
 from .outage import OutageWatch, RejectionWatch
 from .ratelimit import Permit, RateLimiter
@@ -55,7 +55,8 @@ class Progress:
     requests_per_min: float                 # attempts sent, failed ones included: not throughput
     eta_seconds: float | None
     limiter: dict[str, Any] = field(default_factory=dict)
-    answers_per_min: float = 0.0            # answers received: the throughput to show
+    answers_per_min: float = 0.0    # throughput: answers, not attempts (failed ones do not count)
+    truncated: int = 0              # answers cut by max_tokens (finish_reason "length") this run
 
 
 @dataclass
@@ -90,7 +91,7 @@ class Crawler:
     def __init__(self, job: Job, store: Store, teacher: Teacher, *, plan_key: str, run_id: int,
                  owner: str, limiter: RateLimiter | None = None, quota: QuotaGate | None = None,
                  estimator: TokenEstimator | None = None, total: int = 0, done_before: int = 0,
-                 failed_before: int = 0) -> None:
+                 failed_before: int = 0, max_seq: int | None = None) -> None:
         self.job = job
         self.store = store
         self.teacher = teacher
@@ -105,7 +106,8 @@ class Crawler:
         self.max_tokens = job.teacher.max_tokens or 4096  # tpm reservation when the job sets none
         self.writer = StoreWriter(store)
         self.total, self.done, self.failed = total, done_before, failed_before
-        self.sent = self.answered = self.rate_limited = self.in_flight = 0
+        self.sent = self.answered = self.rate_limited = self.in_flight = self.truncated = 0
+        self.max_seq = max_seq               # a trial (`run --limit N`): only the plan's jobs up to this seq
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.outage = OutageWatch(job.retry.outage_after)
@@ -137,7 +139,8 @@ class Crawler:
         rate = self.answered / elapsed if elapsed > 0 else 0.0
         return Progress(self.total, self.done, self.failed, self.in_flight, self.sent, self.answered,
                         self.rate_limited, self.prompt_tokens, self.completion_tokens, elapsed, rpm,
-                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot(), rate * 60)
+                        left / rate if rate > 0 and left > 0 else None, self.limiter.snapshot(),
+                        answers_per_min=rate * 60, truncated=self.truncated)
 
     async def run(self, on_progress: Callable[[Progress], None] | None = None,
                   progress_interval: float = 0.5) -> RunOutcome:
@@ -146,14 +149,15 @@ class Crawler:
         ticker = asyncio.create_task(self._tick(on_progress, progress_interval)) if on_progress else None
         try:
             await self._take_back()  # a crashed run's jobs, at once and first (they come first in the plan)
-            self.rejections = RejectionWatch(*await asyncio.to_thread(self.store.open_jobs, self.plan_key))
+            self.rejections = RejectionWatch(*await asyncio.to_thread(self.store.open_jobs, self.plan_key,
+                                                                               self.max_seq))
             await self._join()
             heartbeat = asyncio.create_task(self._heartbeat())
             while not self._stopping:
                 prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
                 if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
                     batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
-                                                    prefetch - len(tasks), self.job.lease_seconds)
+                                                    prefetch - len(tasks), self.job.lease_seconds, self.max_seq)
                     for claimed in batch:
                         task = asyncio.create_task(self._process(claimed))
                         tasks.add(task)
@@ -161,7 +165,8 @@ class Crawler:
                     if not batch and not tasks:
                         # Nothing to claim; take back the jobs of dead workers, and stay while live
                         # ones hold jobs that may come back.
-                        held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner)
+                        held = await asyncio.to_thread(self.store.leases_held, self.plan_key, self.owner,
+                                                       self.max_seq)
                         if not held:
                             break
                         if await self._take_back():
@@ -236,6 +241,10 @@ class Crawler:
             self._stop_reason = self._stop_reason or RunOutcome("quota", str(e), quota=e)
             self.stop("quota", str(e))
             return
+        except ConfigError as e:  # a budget no request can ever fit: rerunning later would not help
+            self._stop_reason = self._stop_reason or RunOutcome("config", str(e))
+            self.stop("config", str(e))
+            return
         except Exception as e:  # a bug or a broken store: stop the run, then re-raise from run()
             self._stop_reason = RunOutcome("error", f"{type(e).__name__}: {e}")
             self.crash = e
@@ -247,6 +256,8 @@ class Crawler:
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
                                   reply.reasoning))
         self.done += 1
+        if reply.finish_reason == "length":
+            self.truncated += 1
 
     async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int, worst_in: int) -> Reply:
         if self._stopping:
@@ -392,7 +403,7 @@ class Crawler:
     async def _finished(self) -> RunOutcome:
         """"done" only if every job of the plan is answered or failed with its reason recorded; jobs
         still pending or leased (by a worker that is neither live nor known dead) make it "incomplete"."""
-        counts = await asyncio.to_thread(self.store.job_counts, self.plan_key)
+        counts = await asyncio.to_thread(self.store.count_states, self.plan_key, self.max_seq)
         left = counts["pending"] + counts["leased"]
         if not left:
             return RunOutcome("done")

@@ -7,23 +7,49 @@ import time
 from typing import Any, TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from .crawler import Progress as RunProgress
+from .units import count_text, duration_text, usd_text
 
 
-def _limits_text(snapshot: dict[str, Any]) -> str:
+def _limits_text(snapshot: dict[str, Any], sources: bool = True) -> str:
+    """`rpm=3,000 (configured), tpm=2,000,000 (headers)`: numbers as numbers, never `2e+06`."""
     limits = snapshot.get("limits") or {}
     parts = []
     for name, info in limits.items():
         if isinstance(info, dict) and info.get("value") is not None:
-            parts.append(f"{name}={info['value']:g} ({info.get('source', '?')})")
-    return ", ".join(parts)
+            parts.append(f"{name}={count_text(info['value'])}" + (f" ({info.get('source', '?')})" if sources else ""))
+    return ", ".join(parts) if sources else " ".join(parts)
+
+
+def _eta_text(p: RunProgress) -> str:
+    if p.eta_seconds is not None:
+        return f"eta {duration_text(p.eta_seconds)}"
+    return "eta 0s" if p.total and p.done + p.failed >= p.total else "eta -"
+
+
+def _details(p: RunProgress, sources: bool) -> list[str]:
+    """The progress's details, most telling first: a narrow terminal drops them from the end."""
+    parts = [f"failed {p.failed:,}", f"{p.answers_per_min:,.0f} answers/min", f"in flight {p.in_flight:,}"]
+    if p.truncated:
+        parts.append(f"truncated {p.truncated:,}")
+    parts.append(f"429s {p.rate_limited:,}")
+    limits = _limits_text(p.limiter, sources)
+    if limits:
+        parts.append(limits)
+    return parts
 
 
 class ProgressDisplay:
-    """Call with each progress snapshot; `close()` at the end."""
+    """Call with each progress snapshot; `close()` at the end.
+
+    On a terminal, one line that fits its width: done/total, the bar and the ETA first, then as many
+    details as fit (an 80-column terminal keeps the first few). Elsewhere, a plain line every
+    `plain_interval` seconds, in the same order."""
+
+    BAR_MIN, BAR_MAX = 10, 40
 
     def __init__(self, stream: TextIO | None = None, plain_interval: float = 10.0) -> None:
         self.stream = stream or sys.stderr
@@ -31,6 +57,7 @@ class ProgressDisplay:
         self.plain_interval = plain_interval
         self._last_plain = 0.0
         self._bar: Progress | None = None
+        self._bar_column: BarColumn | None = None
         self._task: Any = None
         self._latest: RunProgress | None = None
 
@@ -43,26 +70,41 @@ class ProgressDisplay:
 
     def _plain(self, p: RunProgress) -> None:
         self._last_plain = time.monotonic()
-        eta = f"{p.eta_seconds:.0f}s" if p.eta_seconds is not None else "-"
-        limits = _limits_text(p.limiter)
-        print(f"[{p.elapsed:7.1f}s] done {p.done}/{p.total}  failed {p.failed}  in flight {p.in_flight}  "
-              f"{p.answers_per_min:.0f} answers/min  429s {p.rate_limited}  tokens {p.prompt_tokens}+"
-              f"{p.completion_tokens}  eta {eta}" + (f"  limits {limits}" if limits else ""),
-              file=self.stream, flush=True)
+        print(f"[{p.elapsed:7.1f}s] done {p.done:,}/{p.total:,}  {_eta_text(p)}  " + "  ".join(_details(p, True))
+              + f"  tokens {p.prompt_tokens:,}+{p.completion_tokens:,}", file=self.stream, flush=True)
+
+    def fit(self, p: RunProgress, width: int) -> tuple[str, int, str, str]:
+        """(done/total, bar width, ETA, details) for a line of `width` columns (rich puts one space
+        between columns). The details go first, then the bar shrinks to BAR_MIN."""
+        head, eta = f"{p.done:,}/{p.total:,}", _eta_text(p)
+        room = width - 1 - len(head) - len(eta) - 3   # 3 column gaps; 1 spare: no wrap on the last cell
+        bar = max(self.BAR_MIN, min(self.BAR_MAX, room - 30))
+        room -= bar
+        info = ""
+        for part in _details(p, sources=False):
+            candidate = f"{info} · {part}" if info else part
+            if len(candidate) > room:
+                break
+            info = candidate
+        if not info:  # a very narrow terminal: the bar gives up its room first
+            bar = max(self.BAR_MIN, min(self.BAR_MAX, width - 1 - len(head) - len(eta) - 3))
+        return head, bar, eta, info
 
     def _rich(self, p: RunProgress) -> None:
         if self._bar is None:
-            self._bar = Progress(TextColumn("[bold]harvest"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                                 console=Console(file=self.stream), transient=False)
+            console = Console(file=self.stream)
+            head, bar, eta, info = self.fit(p, console.width)
+            self._bar_column = BarColumn(bar_width=bar)
+            self._bar = Progress(TextColumn("{task.fields[head]}"), self._bar_column, TextColumn("{task.fields[eta]}"),
+                                 TextColumn("{task.fields[info]}"), console=console, transient=False)
+            self._task = self._bar.add_task("harvest", total=p.total, completed=p.done + p.failed, head=head,
+                                            eta=eta, info=info)
             self._bar.start()
-            self._task = self._bar.add_task("harvest", total=p.total, info="")
-        info = (f"failed {p.failed} · in flight {p.in_flight} · {p.answers_per_min:.0f} answers/min · "
-                f"429s {p.rate_limited}")
-        limits = _limits_text(p.limiter)
-        if limits:
-            info += f" · {limits}"
-        self._bar.update(self._task, completed=p.done + p.failed, total=p.total, info=info)
+            return
+        head, bar, eta, info = self.fit(p, self._bar.console.width)  # the width may change (a resize)
+        assert self._bar_column is not None
+        self._bar_column.bar_width = bar
+        self._bar.update(self._task, completed=p.done + p.failed, total=p.total, head=head, eta=eta, info=info)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -81,7 +123,10 @@ def status_table(status: dict[str, Any]) -> Table:
               "requests": "requests (all plans)", "failed_requests": "failed requests (all plans)"}
     for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
                 "prompt_tokens", "completion_tokens"):
-        table.add_row(labels.get(key, key.replace("_", " ")), str(status.get(key, 0)))
+        table.add_row(labels.get(key, key.replace("_", " ")), f"{status.get(key, 0):,}")
+    table.add_row("truncated answers", f"{status.get('truncated', 0):,} (finish_reason length: max_tokens ran out)")
+    if status.get("merged"):
+        table.add_row("duplicate rows merged", f"{status['merged']:,} (a prompt repeated in the files is one job)")
     for title, key in (("errors by class (requests)", "errors_by_kind"), ("failed jobs by class", "failed_by_kind")):
         for kind, n in sorted(status.get(key, {}).items()):
             table.add_row(f"{title}: {kind}", str(n))
@@ -166,27 +211,32 @@ def export_hint(report: Any) -> str | None:
 def _fmt(value: Any, usd: bool = False) -> str:
     if value is None:
         return "-"
-    return f"${value:,.4f}" if usd else f"{value:,.0f}"
+    return usd_text(value) if usd else f"{value:,.0f}"
 
 
 def quota_table(report: dict[str, Any]) -> Table:
-    table = Table(title="quota")
-    for col in ("budget", "used", "reserved", "left", "limit", "next reset"):
-        table.add_column(col, justify="left" if col in ("budget", "next reset") else "right")
-    for b in report["budgets"]:
-        usd = b["name"].startswith("usd")
-        table.add_row(b["name"], _fmt(b["used"], usd), _fmt(b["reserved"], usd), _fmt(b["left"], usd),
-                      _fmt(b["limit"], usd), b["resets_at"])
-    if not report["budgets"]:
-        table.add_row("(no budgets set)", "", "", "", "", "")
     t = report["total"]
-    table.caption = (f"all runs: {t['requests']:,} requests, {t['input_tokens']:,} in + {t['output_tokens']:,} out "
-                     f"tokens, ${t['usd']:,.4f}")
+    spent = f"all runs: {t['requests']:,} requests, {t['input_tokens']:,} in + {t['output_tokens']:,} out tokens"
+    if not report["budgets"]:
+        # Not a table of zeros: say there is nothing to show, and where budgets are set.
+        table = Table(title="quota", show_header=False)
+        table.add_row("no budgets set (quota.* in the job file)")
+        caption = [spent] if t["requests"] else []
+    else:
+        table = Table(title="quota")
+        for col in ("budget", "used", "reserved", "left", "limit", "next reset"):
+            table.add_column(col, justify="left" if col in ("budget", "next reset") else "right")
+        for b in report["budgets"]:
+            usd = b["name"].startswith("usd")
+            table.add_row(b["name"], _fmt(b["used"], usd), _fmt(b["reserved"], usd), _fmt(b["left"], usd),
+                          _fmt(b["limit"], usd), b["resets_at"])
+        caption = [spent + (f", {usd_text(t['usd'])}" if report.get("prices") else "")]
     terms = report.get("terms")
     if terms:
-        table.caption += (f"\nterms: {terms.get('provider') or 'unknown provider'}: training use "
-                          f"{terms.get('training_use')}" + (f" ({terms['terms_url']})" if terms.get("terms_url") else "")
-                          + (f"; acknowledged: {terms['acknowledgement']}" if terms.get("acknowledgement") else ""))
+        caption.append(f"terms: {terms.get('provider') or 'unknown provider'}: training use "
+                       f"{terms.get('training_use')}" + (f" ({terms['terms_url']})" if terms.get("terms_url") else "")
+                       + (f"; acknowledged: {terms['acknowledgement']}" if terms.get("acknowledgement") else ""))
+    table.caption = "\n".join(caption) or None
     return table
 
 
@@ -198,9 +248,40 @@ def estimate_table(est: dict[str, Any]) -> Table:
     table.add_row("worst case", _fmt(w["input_tokens"]), _fmt(w["output_tokens"]), _fmt(w["usd"], True))
     e = est["expected"]
     if e:
-        table.add_row(f"expected (from {e['from_answers']} answers)", _fmt(e["input_tokens"]),
+        table.add_row(f"expected (from {e['from_answers']:,} answers)", _fmt(e["input_tokens"]),
                       _fmt(e["output_tokens"]), _fmt(e["usd"], True))
     else:
         table.add_row("expected", "needs some answers first", "", "")
     table.caption = est["note"] + ("" if est["prices"] else "; no prices known for this model (set quota.prices)")
     return table
+
+
+def estimate_lines(est: dict[str, Any]) -> list[str]:
+    """The dry run's duration and budgets, below its table."""
+    d = est.get("duration") or {}
+    if d.get("bound_by"):
+        lines = [f"duration: {d['text']} (paced by {d['bound_by']})"]
+    elif est["pending_requests"]:
+        lines = ["duration: unknown (no rpm or tpm known: set teacher.limits, or run once to learn them)"]
+    else:
+        lines = ["duration: nothing to send"]
+    for b in est.get("budgets") or []:
+        usd = b["budget"].startswith("usd")
+        lines.append(f"budget {b['budget']}: worst case {_fmt(b['worst_case'], usd)}, left {_fmt(b['left'], usd)}: "
+                     + ("fits" if b["fits"] else "does not fit"))
+    return lines
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    """What `run` and the dry run say of the plan before anything is sent: duplicate rows merged,
+    earlier versions of the job holding answers (and what changed), a trial's limit."""
+    lines = []
+    if plan.get("merged"):
+        n = plan["merged"]
+        lines.append(f"plan: {plan['jobs']:,} jobs from {plan['rows']:,} rows; {n:,} duplicate row{'s' if n != 1 else ''} "
+                     "merged (the same request is one job)")
+    if plan.get("earlier"):
+        lines.append(plan["earlier"]["message"])
+    if plan.get("limit"):
+        lines.append(f"trial: sending only the first {plan['limit']:,} of the plan's {plan['jobs']:,} jobs (--limit)")
+    return lines

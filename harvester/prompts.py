@@ -65,11 +65,14 @@ class JobSpec:
     metadata: dict[str, Any]
 
 
-def plan(job: Job) -> Iterator[JobSpec]:
-    """Every job spec of a job file, in a deterministic order (file order × samples)."""
+def plan(job: Job, counts: list[int] | None = None) -> Iterator[JobSpec]:
+    """Every job spec of a job file, in a deterministic order (file order × samples). `counts`, if
+    given (one per prompt set), counts the prompts read from each set, for the plan's description."""
     seq = 0
-    for prompt_set in job.prompts:
+    for index, prompt_set in enumerate(job.prompts):
         for prompt in read_prompt_set(prompt_set):
+            if counts is not None:
+                counts[index] += 1
             prompt_key = content_hash(prompt.messages)
             for sample in range(prompt_set.samples):
                 request = {"model": job.teacher.model, "messages": prompt.messages,

@@ -18,6 +18,11 @@ from .config import Job, Prices
 from .errors import ConfigError, QuotaExceeded
 from .store import Store, ledger
 from .store.ledger import Budget, Overrun, Reservation, Settlement
+from .units import count_text, usd_text
+
+# The input bound of the shortest possible request (one empty message; harvester.crawler.input_token_bound):
+# a budget below this plus max_tokens can never admit a request.
+MIN_INPUT_BOUND = 16
 
 # USD per million tokens (input, output), as listed by the providers when read; the job file's
 # `quota.prices` overrides. Longest matching prefix of the model name wins.
@@ -88,7 +93,42 @@ def check_quota_config(job: Job) -> tuple[list[Budget], Prices | None]:
     if any(b.metric == "usd" for b in budgets) and prices is None:
         raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
                           "input_per_mtok and output_per_mtok")
+    if budgets:  # before anything is written: a budget that not even the shortest request fits
+        problem = never_fits(budgets, prices, MIN_INPUT_BOUND, job.teacher.max_tokens or 0, shortest=True)
+        if problem:
+            raise ConfigError(problem)
     return budgets, prices
+
+
+def request_cost(prices: Prices | None, input_tokens: float, output_tokens: float) -> float:
+    if prices is None:
+        return 0.0
+    return (input_tokens * prices.input_per_mtok + output_tokens * prices.output_per_mtok) / 1e6
+
+
+def never_fits(budgets: list[Budget], prices: Prices | None, input_tokens: int, output_tokens: int, *,
+               shortest: bool = False) -> str | None:
+    """The message for the first budget smaller than one request's worst case (`input_tokens` bound +
+    `output_tokens` = max_tokens), or None. Such a budget admits nothing, in any window: it is a
+    configuration error (exit 2), not a quota reached ("rerun later" would never help)."""
+    what = "the shortest request's" if shortest else "one request's"
+    for b in budgets:
+        want = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                "tokens": input_tokens + output_tokens,
+                "usd": request_cost(prices, input_tokens, output_tokens)}[b.metric]
+        if want <= b.limit + 1e-9:
+            continue
+        tokens = f"an input bound of {input_tokens:,} + max_tokens {output_tokens:,}"
+        worst = {"requests": "1 request", "input_tokens": f"{input_tokens:,} input tokens",
+                 "output_tokens": f"max_tokens {output_tokens:,}", "tokens": f"{want:,} tokens: {tokens}",
+                 "usd": f"{usd_text(want)}: {tokens} tokens at quota.prices"}[b.metric]
+        fix = {"input_tokens": "raise it or shorten the prompts",
+               "output_tokens": "raise it or lower teacher.params.max_tokens"}.get(
+            b.metric, "raise it or lower teacher.params.max_tokens")
+        limit = usd_text(b.limit) if b.metric == "usd" else count_text(b.limit)
+        return (f"quota.{b.name} is {limit}, smaller than {what} worst case ({worst}): no request can "
+                f"ever fit in it; {fix}")
+    return None
 
 
 class QuotaGuard:
@@ -103,11 +143,12 @@ class QuotaGuard:
         return bool(self.budgets)
 
     def cost(self, input_tokens: int, output_tokens: int) -> float:
-        if self.prices is None:
-            return 0.0
-        return (input_tokens * self.prices.input_per_mtok + output_tokens * self.prices.output_per_mtok) / 1e6
+        return request_cost(self.prices, input_tokens, output_tokens)
 
     def reserve(self, job_id: str, input_tokens: int, output_tokens: int) -> Reservation:
+        problem = never_fits(self.budgets, self.prices, input_tokens, output_tokens)
+        if problem:  # would wait for a reset that never makes room: stop as a config error
+            raise ConfigError(problem)
         now = self.clock()
         got = ledger.reserve(self.store, run_id=self.run_id, job_id=job_id, day=now.strftime("%Y-%m-%d"),
                              month=now.strftime("%Y-%m"), input_tokens=input_tokens,
@@ -119,7 +160,7 @@ class QuotaGuard:
 
     def _exceeded(self, o: Overrun, now: datetime) -> QuotaExceeded:
         b = o.budget
-        fmt = (lambda v: f"${v:,.4f}") if b.metric == "usd" else (lambda v: f"{v:,.0f}")
+        fmt = usd_text if b.metric == "usd" else count_text
         when = resets_at(b.window, now)
         return QuotaExceeded(
             f"quota {b.name} reached: {fmt(o.used)} used + {fmt(o.reserved)} in flight of {fmt(b.limit)}; "
@@ -148,11 +189,23 @@ class QuotaGuard:
         return out
 
 
-def report(job: Job, store: Store, *, clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
-    """Each budget's used / reserved / left / next reset (the `quota` command), plus totals."""
-    guard = QuotaGuard(job, store, run_id=-1, clock=clock)  # run -1: "the next run" starts at zero
-    totals = ledger.totals(store, ["total"])["total"]
-    return {"budgets": [{**s.__dict__, "left": s.left} for s in guard.states()],
-            "prices": guard.prices.model_dump() if guard.prices else None,
-            "total": {k: totals[k] for k in ("requests", "input_tokens", "output_tokens", "usd",
-                                             "requests_reserved")}}
+def report(job: Job, store: Store | None, *, clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
+    """Each budget's used / reserved / left / next reset (the `quota` command), plus totals. Without
+    a store (a job never run) every budget is whole, and nothing is created."""
+    if store is None:
+        budgets, prices = check_quota_config(job)
+        now = clock()
+        states = [BudgetState(b.name, b.limit, 0.0, 0.0, resets_at(b.window, now)) for b in budgets]
+        totals: dict[str, Any] = {k: 0 for k in ("requests", "input_tokens", "output_tokens", "usd",
+                                                  "requests_reserved")}
+    else:
+        guard = QuotaGuard(job, store, run_id=-1, clock=clock)  # run -1: "the next run" starts at zero
+        states, prices = guard.states(), guard.prices
+        totals = ledger.totals(store, ["total"])["total"]
+    # float sums of reservations added and released can leave -1e-18: zero, not "-0.0000"
+    clean = (lambda v: 0.0 if abs(v) < 1e-9 else v)
+    return {"budgets": [{**s.__dict__, "used": clean(s.used), "reserved": clean(s.reserved), "left": s.left}
+                        for s in states],
+            "prices": prices.model_dump() if prices else None,
+            "total": {k: clean(totals[k]) if k == "usd" else totals[k]
+                      for k in ("requests", "input_tokens", "output_tokens", "usd", "requests_reserved")}}

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import cli, popen_cli
+from harvester import Harvester
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.store import AnswerRow, AttemptRow, FailureRow, Store
@@ -176,11 +177,18 @@ def test_concurrent_processes_open_bind_and_plan_without_deadlocks(pg_url: str, 
 
 
 # --- many workers --------------------------------------------------------------------------------
+def plan_once(job: Path) -> None:
+    """Plan the job before the workers start (a dry run writes nothing, so it cannot do it)."""
+    h = Harvester.from_file(job)
+    h.plan()
+    h.close()
+
+
 def test_four_workers_share_one_queue_and_one_rate_limit(sim_process, make_job, pg_url: str) -> None:
     n, rpm = 600, 2400                                        # 40 requests/s, enforced per second
     sim = sim_process(rpm=rpm)
     job = make_job(sim, n=n, store=pg_url, teacher={"limits": {"rpm": rpm, "max_concurrency": 16}})
-    assert cli("run", str(job), "--dry-run").returncode == 0  # plan once (planning concurrently is tested above)
+    plan_once(job)  # (planning concurrently is tested above)
     procs = start_workers(job.parent, 4, "run", str(job), "--quiet")
     assert finish(procs) == [0, 0, 0, 0]
     stats = sim.stats()
@@ -199,7 +207,7 @@ def test_four_workers_never_exceed_a_shared_token_budget(sim_factory, make_job, 
     sim = sim_factory(latency=0.01)
     budget = 6000
     job = make_job(sim, n=400, store=pg_url, quota={"tokens_total": budget}, teacher={"provider": "simulator"})
-    assert cli("run", str(job), "--dry-run").returncode == 0
+    plan_once(job)
     codes = finish([popen_cli("run", str(job), "--quiet") for _ in range(4)])
     assert set(codes) <= {0, 3} and 3 in codes
     stats = sim.stats()
@@ -217,7 +225,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(si
     sim = sim_process(rpm=rpm, latency=0.05)
     job = make_job(sim, n=n, store=pg_url, lease_seconds=2,
                    teacher={"limits": {"rpm": rpm, "max_concurrency": 12}})
-    assert cli("run", str(job), "--dry-run").returncode == 0
+    plan_once(job)
     procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
     store = Store(pg_url)
 
@@ -251,7 +259,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_the_others_finish_its_jobs(si
 def test_status_lists_live_workers_and_their_shares_are_redivided(sim_process, make_job, pg_url: str) -> None:
     sim = sim_process(rpm=600, latency=0.01)
     job = make_job(sim, n=3000, store=pg_url, teacher={"limits": {"rpm": 600}})
-    assert cli("run", str(job), "--dry-run").returncode == 0
+    plan_once(job)
     procs = start_workers(job.parent, 3, "run", str(job), "--quiet")
     try:
         def shares(k: int) -> list[dict[str, Any]] | None:

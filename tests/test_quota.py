@@ -53,7 +53,8 @@ def test_four_processes_never_exceed_a_shared_token_budget(sim_factory, make_job
     sim = sim_factory(latency=0.01)
     budget = 6000
     job = make_job(sim, n=400, quota={"tokens_total": budget}, teacher={"provider": "simulator"})
-    assert cli("run", str(job), "--dry-run").returncode == 0  # plan once, so the workers share it
+    dry = cli("run", str(job), "--dry-run")  # the worst case of 400 requests cannot fit: a run stops there
+    assert dry.returncode == 3 and "exceeds quota.tokens_total" in dry.stderr, dry.stderr
     procs = [popen_cli("run", str(job), "--quiet") for _ in range(4)]
     codes = [p.wait(timeout=120) for p in procs]
     assert set(codes) <= {0, 3} and 3 in codes

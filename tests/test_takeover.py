@@ -100,7 +100,7 @@ def check_take_back(url: str) -> None:
     released = store.take_back_dead("plan", dead_after=7.0, gone=process_gone)
     assert released == {owners["gone"]: 3, owners["silent"]: 3}
     assert store.leases_held("plan") == {owners["live"]: 3}
-    assert store.job_counts("plan") == {"pending": 6, "leased": 3, "done": 0, "failed": 0}
+    assert store.count_states("plan") == {"pending": 6, "leased": 3, "done": 0, "failed": 0}
     with store.read() as conn:
         rows = dict(conn.execute(sa.text("select owner, exit_reason from run")).all())
     assert rows == {owners["live"]: None, owners["gone"]: "crashed", owners["silent"]: "crashed"}

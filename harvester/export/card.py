@@ -10,6 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from ..units import usd_text
+
 
 def _size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
@@ -144,8 +146,8 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
               f"prompt + {provenance.get('completion_tokens', 0):,} completion tokens answered"]
     if cost:
         lines.append(f"- cost at ${cost['input_per_mtok']}/M input and ${cost['output_per_mtok']}/M output tokens: "
-                     f"${cost['usd']:,.4f}" + (f" (quota ledger: ${cost['ledger_usd']:,.4f} incl. failed attempts)"
-                                              if cost.get("ledger_usd") else ""))
+                     f"{usd_text(cost['usd'])}" + (f" (quota ledger: {usd_text(cost['ledger_usd'])} incl. failed "
+                                                   "attempts)" if abs(cost.get("ledger_usd") or 0) > 1e-9 else ""))
     lines += ["", "## Files", "",
               "- `train.jsonl`" + (", `test.jsonl`" if "test" in rows else "") + ": one row per line",
               "- `parquet/`: zstd Parquet shards; `hf/`: `datasets.load_from_disk`",

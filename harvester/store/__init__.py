@@ -263,11 +263,15 @@ class Store:
                                 .values(status="pending", attempts=0, updated_at=time.time())).rowcount
 
     # --- claiming -----------------------------------------------------------------------
-    def claim(self, plan_key: str, owner: str, n: int, lease_seconds: float) -> list[ClaimedJob]:
-        """Lease up to n claimable jobs (pending, or leased with an expired lease) in plan order."""
+    def claim(self, plan_key: str, owner: str, n: int, lease_seconds: float,
+              max_seq: int | None = None) -> list[ClaimedJob]:
+        """Lease up to n claimable jobs (pending, or leased with an expired lease) in plan order
+        (only seq <= max_seq with it: a trial run on the plan's first jobs)."""
         now = time.time()
         claimable = sa.or_(J.c.status == "pending", sa.and_(J.c.status == "leased", J.c.lease_expires < now))
         pick = sa.select(J.c.id).where(J.c.plan_key == plan_key, claimable).order_by(J.c.seq).limit(n)
+        if max_seq is not None:
+            pick = pick.where(J.c.seq <= max_seq)
         if not self.is_sqlite:
             pick = pick.with_for_update(skip_locked=True)
         stmt = (J.update().where(J.c.id.in_(pick.scalar_subquery()))
@@ -321,11 +325,15 @@ class Store:
                 conn.execute(J.update().where(orphan).values(status="pending", lease_owner=None, lease_expires=None))
             return released
 
-    def open_jobs(self, plan_key: str) -> tuple[int, int]:
-        """(jobs, distinct prompts) of the plan not answered nor failed: what a run may send."""
+    def open_jobs(self, plan_key: str, max_seq: int | None = None) -> tuple[int, int]:
+        """(jobs, distinct prompts) of the plan not answered nor failed: what a run may send (only
+        seq <= max_seq with it)."""
+        q = (sa.select(sa.func.count(), sa.func.count(sa.distinct(J.c.prompt_key)))
+             .where(J.c.plan_key == plan_key, J.c.status.in_(("pending", "leased"))))
+        if max_seq is not None:
+            q = q.where(J.c.seq <= max_seq)
         with self.read() as conn:
-            jobs, prompts = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(J.c.prompt_key)))
-                                         .where(J.c.plan_key == plan_key, J.c.status.in_(("pending", "leased")))).one()
+            jobs, prompts = conn.execute(q).one()
         return int(jobs), int(prompts)
 
     def reset_failures(self, plan_key: str) -> int:
@@ -335,13 +343,6 @@ class Store:
             return conn.execute(J.update().where(J.c.plan_key == plan_key, J.c.status == "failed")
                                 .values(status="pending", attempts=0, permanent=False, updated_at=time.time())
                                 ).rowcount
-
-    def job_counts(self, plan_key: str) -> dict[str, int]:
-        """The plan's jobs by state."""
-        with self.read() as conn:
-            found = dict(conn.execute(sa.select(J.c.status, sa.func.count()).where(J.c.plan_key == plan_key)
-                                      .group_by(J.c.status)).all())
-        return {s: found.get(s, 0) for s in ("pending", "leased", "done", "failed")}
 
     def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None,
                      **run_fields: Any) -> None:
@@ -388,10 +389,13 @@ class Store:
                 r["heartbeat_age"] = max(0.0, now - r["heartbeat_at"])
         return out
 
-    def leases_held(self, plan_key: str, exclude_owner: str | None = None) -> dict[str, int]:
-        """Jobs of the plan leased right now, by owner."""
+    def leases_held(self, plan_key: str, exclude_owner: str | None = None,
+                    max_seq: int | None = None) -> dict[str, int]:
+        """Jobs of the plan leased right now, by owner (only seq <= max_seq with it)."""
         q = (sa.select(J.c.lease_owner, sa.func.count()).where(J.c.plan_key == plan_key, J.c.status == "leased")
              .group_by(J.c.lease_owner))
+        if max_seq is not None:
+            q = q.where(J.c.seq <= max_seq)
         if exclude_owner is not None:
             q = q.where(J.c.lease_owner != exclude_owner)
         with self.read() as conn:
@@ -439,6 +443,8 @@ class Store:
                                             sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
                                   .select_from(R.join(J, J.c.id == R.c.job_id))
                                   .where(J.c.plan_key == plan_key)).one()
+            truncated = conn.execute(sa.select(sa.func.count()).select_from(R.join(J, J.c.id == R.c.job_id))
+                                     .where(J.c.plan_key == plan_key, R.c.finish_reason == "length")).scalar() or 0
             attempts = conn.execute(sa.select(sa.func.count(), sa.func.count(A.c.error_kind))).one()
             errors = dict(conn.execute(sa.select(A.c.error_kind, sa.func.count()).where(A.c.error_kind.is_not(None))
                                        .group_by(A.c.error_kind)).all())
@@ -448,7 +454,7 @@ class Store:
             runs = conn.execute(sa.select(RUN).order_by(RUN.c.id.desc()).limit(1)).mappings().first()
         states = {s: by_state.get(s, 0) for s in ("pending", "leased", "done", "failed")}
         return {"jobs": sum(states.values()), **states, "other_plans": other,
-                "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]),
+                "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]), "truncated": int(truncated),
                 "requests": attempts[0], "failed_requests": attempts[1],
                 "errors_by_kind": errors, "failed_by_kind": failed,
                 "last_run": dict(runs) if runs else None, "workers": workers}
@@ -460,6 +466,45 @@ class Store:
     def count_jobs(self, plan_key: str) -> int:
         with self.read() as conn:
             return conn.execute(sa.select(sa.func.count()).where(J.c.plan_key == plan_key)).scalar() or 0
+
+    def job_states(self, ids: list[str]) -> dict[str, tuple[str, bool, str]]:
+        """(status, permanent, plan_key) of those of `ids` the store holds, whatever their plan."""
+        out: dict[str, tuple[str, bool, str]] = {}
+        with self.read() as conn:
+            for i in range(0, len(ids), 500):
+                q = sa.select(J.c.id, J.c.status, J.c.permanent, J.c.plan_key).where(J.c.id.in_(ids[i:i + 500]))
+                out.update({r.id: (r.status, bool(r.permanent), r.plan_key) for r in conn.execute(q)})
+        return out
+
+    def plans_with_answers(self, exclude: str) -> list[dict[str, Any]]:
+        """Other plans of this store that hold answers, the most recently run first."""
+        with self.read() as conn:
+            counts = conn.execute(sa.select(J.c.plan_key, sa.func.count())
+                                  .where(J.c.status == "done", J.c.plan_key != exclude).group_by(J.c.plan_key)).all()
+            last_run = dict(conn.execute(sa.select(RUN.c.plan_key, sa.func.max(RUN.c.id)).group_by(RUN.c.plan_key)).all())
+        plans = [{"plan_key": k, "answers": n, "last_run": last_run.get(k)} for k, n in counts]
+        return sorted(plans, key=lambda p: p["last_run"] or 0, reverse=True)
+
+    def seq_cutoff(self, plan_key: str, n: int) -> int | None:
+        """The seq of the plan's n-th job in plan order (None: the plan has no more than n jobs)."""
+        with self.read() as conn:
+            return conn.execute(sa.select(J.c.seq).where(J.c.plan_key == plan_key).order_by(J.c.seq)
+                                .offset(n - 1).limit(1)).scalar() if n > 0 else None
+
+    def count_states(self, plan_key: str, max_seq: int | None = None) -> dict[str, int]:
+        """The plan's jobs by state (only seq <= max_seq with it)."""
+        q = sa.select(J.c.status, sa.func.count()).where(J.c.plan_key == plan_key).group_by(J.c.status)
+        if max_seq is not None:
+            q = q.where(J.c.seq <= max_seq)
+        with self.read() as conn:
+            found = dict(conn.execute(q).all())
+        return {s: found.get(s, 0) for s in ("pending", "leased", "done", "failed")}
+
+    def last_limiter(self) -> dict[str, Any] | None:
+        """The limiter snapshot of the last run that recorded one (limits in force, and their source)."""
+        with self.read() as conn:
+            return conn.execute(sa.select(RUN.c.limiter).where(RUN.c.limiter.is_not(None))
+                                .order_by(RUN.c.id.desc()).limit(1)).scalar()
 
     def iter_records(self, plan_key: str | None = None, samples: str = "all", batch: int = 2000,
                      seqs: tuple[int, int] | None = None) -> Iterator[Record]:
