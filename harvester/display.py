@@ -124,9 +124,9 @@ def status_table(status: dict[str, Any]) -> Table:
     for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
                 "prompt_tokens", "completion_tokens"):
         table.add_row(labels.get(key, key.replace("_", " ")), f"{status.get(key, 0):,}")
-    table.add_row("truncated answers", f"{status.get('truncated', 0):,} (finish_reason length: max_tokens ran out)")
+    table.add_row("truncated answers (max_tokens ran out)", f"{status.get('truncated', 0):,}")
     if status.get("merged"):
-        table.add_row("duplicate rows merged", f"{status['merged']:,} (a prompt repeated in the files is one job)")
+        table.add_row("duplicate prompt rows merged into one job", f"{status['merged']:,}")
     for title, key in (("errors by class (requests)", "errors_by_kind"), ("failed jobs by class", "failed_by_kind")):
         for kind, n in sorted(status.get(key, {}).items()):
             table.add_row(f"{title}: {kind}", str(n))

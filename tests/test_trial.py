@@ -4,6 +4,7 @@ during the run: the real CLI against the simulator, a real SQLite file."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 
 from conftest import cli
@@ -60,7 +61,7 @@ def test_duplicate_rows_are_counted_and_shown(sim, make_job) -> None:
     assert run.returncode == 0 and run.stdout.splitlines()[0] == shown, run.stdout
     assert sim.stats()["requests"] == 4
     assert json.loads(cli("status", str(job), "--json").stdout)["merged"] == 2
-    assert "duplicate rows merged │ 2" in cli("status", str(job)).stdout
+    assert re.search(r"duplicate prompt rows merged into one job\s*│ 2 ", cli("status", str(job)).stdout)
 
 
 def test_truncated_answers_are_counted_during_the_run(sim, make_job) -> None:
@@ -71,4 +72,4 @@ def test_truncated_answers_are_counted_during_the_run(sim, make_job) -> None:
     assert "12 truncated (max_tokens)" in r.stdout
     status = json.loads(cli("status", str(job), "--json").stdout)
     assert status["truncated"] == 12
-    assert "truncated answers │ 12" in cli("status", str(job)).stdout
+    assert re.search(r"truncated answers \(max_tokens ran out\)\s*│ 12 ", cli("status", str(job)).stdout)
