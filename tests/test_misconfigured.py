@@ -134,3 +134,16 @@ def test_retry_failed_resends_a_permanent_failure_once_its_cause_is_fixed(sim_fa
     assert r.returncode == 0, r.stdout + r.stderr
     s = _status(job)
     assert (s["done"], s["failed"]) == (6, 0), s
+
+
+def test_a_plan_that_starts_with_many_oversized_prompts_is_not_misconfigured(sim_factory, make_job) -> None:
+    """'maximum context length' names the prompt: never taken for a wrong job file, however many come first."""
+    sim = sim_factory(max_context=1000)
+    job = make_job(sim, n=10)
+    prompts = job.parent / "prompts.jsonl"
+    good = prompts.read_text()
+    prompts.write_text("".join(json.dumps({"prompt": f"long {i} " + "word " * 1000}) + "\n" for i in range(8)) + good)
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = _status(job)
+    assert (s["done"], s["failed"], s["pending"]) == (10, 8, 0), s

@@ -89,7 +89,11 @@ def test_a_teacher_never_reached_stops_the_run_within_seconds(where, cause, sim,
     job = make_job(sim, n=12, teacher={"base_url": url, "provider": "simulator", "limits": {"max_concurrency": 4}}, retry=RETRY)
     code, out, took = _run(job)
     assert code == 4, out
-    assert took < 10, out                                # seconds, not retry.outage_after's 5 minutes
+    # Seconds, not retry.outage_after's 5 minutes: the verdict after ~2 s of attempts (the process's own
+    # start-up and exit are slow on a loaded CI machine: bounded loosely).
+    span = re.search(r"\((\d+) attempts in ([\d.]+) s\)", out)
+    assert span and int(span[1]) >= 3 and 2.0 <= float(span[2]) < 5.0, out
+    assert took < 30, out
     assert url in out and cause in out and "never answered" in out and "rerun" in out
     assert "Traceback" not in out
     # attempts are not throughput: nothing was answered, and the progress line says so
