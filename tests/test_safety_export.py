@@ -198,17 +198,22 @@ def test_export_files_follow_the_umask(sim, make_job) -> None:
 
 
 # ----------------------------------------------------------------------- 15. duplicates, --test-size, splits
-def test_rejected_names_the_row_an_exact_duplicate_repeats(sim, make_job) -> None:
-    # two samples of a prompt get the same answer from the simulator: the second is an exact duplicate
-    job = harvested(sim, make_job, n=4, prompts=[{"path": "prompts.jsonl", "samples": 2}])
+def test_rejected_names_the_row_an_exact_duplicate_repeats(sim_factory, make_job) -> None:
+    # Every answer the same refusal (its filter off), and each prompt twice in two spellings that
+    # fold to one text: the second spelling of each is an exact duplicate of the first.
+    sim = sim_factory(refusal_rate=1.0)
+    job = make_job(sim, n=1, export={"filters": {"refusal": False}, "dedup": {"near": False}})
+    (job.parent / "prompts.jsonl").write_text("".join(
+        json.dumps({"prompt": text}) + "\n" for w in ("tides", "comets", "glaciers", "volcanoes")
+        for text in (f"Explain {w}?", f"EXPLAIN {w.upper()}!")))
+    assert cli("run", str(job), "--quiet").returncode == 0
     assert cli("export", str(job)).returncode == 0
     out = job.parent / "data" / "t"
-    first_sample = {s.prompt_key: s.id for s in plan(load_job(job)) if s.sample_index == 0}
-    second_sample = {s.id: s.prompt_key for s in plan(load_job(job)) if s.sample_index == 1}
+    specs = list(plan(load_job(job)))
     rejected = [json.loads(x) for x in (out / "rejected.jsonl").read_text().splitlines()]
     assert len(rejected) == 4 and all(r["reason"] == "exact_duplicate" for r in rejected)
     assert {r["job_id"]: r["duplicate_of"] for r in rejected} == \
-        {job_id: first_sample[key] for job_id, key in second_sample.items()}
+        {specs[i + 1].id: specs[i].id for i in range(0, 8, 2)}
 
 
 def test_test_size_option_and_the_api_return_every_split(sim, make_job) -> None:

@@ -49,9 +49,11 @@ def _errors(job) -> set[str]:
 def test_the_reason_in_a_fastapi_error_body_is_kept(fastapi_like, make_job, teacher, reason) -> None:
     job = make_job(fastapi_like, n=3, teacher=teacher)
     r = cli("run", str(job), "--quiet")
-    assert r.returncode == 0, r.stderr              # permanent failures are recorded; the run completes
-    assert "3 failed" in r.stdout
-    assert _errors(job) == {reason}
+    # Every prompt refused alike, nothing answered: the job file is wrong, the run stops quoting the
+    # server, and the jobs stay pending (harvester.outage.RejectionWatch).
+    assert r.returncode == 1, r.stderr
+    assert reason in r.stderr
+    assert _errors(job) == {None}
     assert "no detail" not in r.stdout + r.stderr
 
 
