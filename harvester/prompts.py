@@ -32,6 +32,7 @@ import yaml
 from .config import Job, PromptSet
 from .errors import PromptSourceError
 from .hashing import content_hash
+from .store.rows import JobSpec
 
 ROLES = {"system", "user", "assistant"}
 SHAPES = ("prompt", "messages", "instruction", "conversations")
@@ -50,19 +51,6 @@ class Prompt:
     messages: list[dict[str, str]]
     source: str                                   # "file:line"
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class JobSpec:
-    """One request to send: stable `id` = hash(messages, model, params, sample index)."""
-
-    id: str
-    prompt_key: str
-    seq: int
-    sample_index: int
-    request: dict[str, Any]                       # {"model", "messages", "params"}
-    source: str
-    metadata: dict[str, Any]
 
 
 def plan(job: Job, counts: list[int] | None = None) -> Iterator[JobSpec]:
