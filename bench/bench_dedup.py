@@ -212,7 +212,7 @@ def run_steps(n: int, seed: int) -> dict:
     from harvester.export.decontam import Decontaminator, apply_decontam
     from harvester.export.dedup import ExactDedup, apply_exact_dedup
     from harvester.export.filters import FilterConfig, apply_filters
-    from harvester.export.record import Record
+    from harvester.store.rows import Record
     corpus = Corpus(n, seed)
     evals = Corpus(5000, seed + 1)
     decon = Decontaminator({"eval": (evals.text(i) for i in range(5000))})

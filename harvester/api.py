@@ -27,7 +27,7 @@ from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
-from .prompts import JobSpec, plan
+from .prompts import plan
 from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, utc_now
 from .store import ledger

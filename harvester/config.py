@@ -16,6 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from .errors import ConfigError
+from .prompts.formats import FORMATS
 
 
 class _Model(BaseModel):
@@ -153,7 +154,7 @@ class Teacher(_Model):
 class PromptSet(_Model):
     path: Path
     samples: int = Field(1, ge=1, le=1000, description="answers wanted per prompt")
-    format: Literal["auto", "jsonl", "json", "yaml", "csv", "parquet", "hf"] = "auto"
+    format: Literal[("auto", *FORMATS)] = "auto"  # type: ignore[valid-type]  # the formats are stated once
 
 
 class Retry(_Model):

@@ -17,7 +17,8 @@ from typing import Any
 
 from .config import Job
 from .hashing import canonical_json
-from .prompts import JobSpec, plan
+from .prompts import plan
+from .store.rows import JobSpec
 
 META_PREFIX = "plan:"
 

@@ -9,7 +9,7 @@ from harvester.export.analyze import CONTAMINATED, EXACT, KEEP, Analyzer, Verdic
 from harvester.export.decontam import Decontaminator
 from harvester.export.dedup import NearDupConfig, NearDupIndex
 from harvester.export.filters import FilterConfig
-from harvester.export.record import Record
+from harvester.store.rows import Record
 
 LONG = "the quick brown fox jumps over the lazy dog while the farmer sleeps under an old oak tree " * 2
 EVAL = "a passage from the benchmark that no training row should contain word for word at all ever"

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harvester.export.decontam import Decontaminator, apply_decontam, load_eval_texts
-from harvester.export.record import Record
+from harvester.store.rows import Record
 
 GSM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
        "in May. How many clips did Natalia sell altogether in April and May?")

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from harvester.export.dedup import (ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup,
                                     apply_near_dup, batch_shingles, build_near_dup_index,
                                     near_dup_removals, normalized, s_curve, shingle_set, word_hashes)
-from harvester.export.record import Record
+from harvester.store.rows import Record
 from harvester.hashing import normalize_text
 
 

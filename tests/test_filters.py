@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from harvester.export.filters import (REASONS, FilterConfig, apply_filters, compile_phrases,
                                       filter_reason, find_phrase, has_char_run)
-from harvester.export.record import Record
+from harvester.store.rows import Record
 
 CFG = FilterConfig()
 

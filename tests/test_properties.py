@@ -29,7 +29,7 @@ from harvester.errors import PromptSourceError
 from harvester.export.dedup import ExactDedup, apply_exact_dedup
 from harvester.export.filters import REASONS, FilterConfig, apply_filters, filter_reason
 from harvester.export.formats import FORMATS, validate_openai_row
-from harvester.export.record import Record
+from harvester.store.rows import Record
 from harvester.hashing import content_hash
 from harvester.prompts import plan, read_prompt_set
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from conftest import cli, popen_cli
-from harvester.prompts import JobSpec
 from harvester.store import Store
+from harvester.store.rows import JobSpec
 from harvester.workers import origin, process_gone
 
 N = 400

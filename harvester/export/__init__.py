@@ -2,7 +2,3 @@
 
 `pipeline.run_export` joins the steps; it is imported on use, since `datasets` is slow to import.
 """
-
-from .record import Record
-
-__all__ = ["Record"]

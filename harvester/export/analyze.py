@@ -22,7 +22,7 @@ import numpy as np
 from .decontam import Decontaminator, record_words
 from .dedup import Fields, NearDupConfig, NearDupIndex, exact_key, record_text
 from .filters import REASONS, FilterConfig, filter_reason
-from .record import Record
+from ..store.rows import Record
 
 KEEP = 0
 EXACT = len(REASONS) + 1           # filter reasons are 1..len(REASONS)

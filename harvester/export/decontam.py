@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from harvester.export.dedup import word_hashes
-from harvester.export.record import Record
+from harvester.store.rows import Record
 
 _U64 = np.uint64
 _B = 0x9E3779B97F4A7C15                               # odd: invertible modulo 2**64

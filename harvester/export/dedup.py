@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Literal
 import numpy as np
 import xxhash
 
-from harvester.export.record import Record
+from harvester.store.rows import Record
 from harvester.hashing import ASCII_FOLD, normalize_text, text_key
 
 Fields = Literal["answer", "prompt+answer"]

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Iterable, Iterator
 
 from harvester.export.dedup import normalized, normalized_words
-from harvester.export.record import Record
+from harvester.store.rows import Record
 
 # Whole-phrase refusal / model-boilerplate list; matched case-insensitively, anywhere in the
 # answer (a helpful answer that quotes one of these is dropped too: for distillation a lost

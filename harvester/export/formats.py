@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-from .record import Record
+from ..store.rows import Record
 
 
 def with_reasoning(record: Record, mode: str) -> Record:

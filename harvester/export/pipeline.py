@@ -38,7 +38,7 @@ from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
-from .record import Record
+from ..store.rows import Record
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
 from .writers import SplitWriter, write_hf, write_llamafactory_info

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..store import Store
-from .record import Record
+from ..store.rows import Record
 
 
 @dataclass

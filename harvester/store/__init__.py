@@ -25,9 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from ..errors import StoreError
-from ..export.record import Record
-from ..prompts import JobSpec
 from . import ledger
+from .rows import JobSpec, Record
 from .tables import SCHEMA_VERSION, Attempt, Job, Meta, Response, Run, Usage, UsageTotal
 
 __all__ = ["Store", "sqlite_path", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",

@@ -1,9 +1,24 @@
-"""The one record type every export step reads and yields."""
+"""The rows the store takes in and gives out that other layers build or read: a job to plan
+(`JobSpec`, made by `prompts`) and an answered sample (`Record`, read by `export`). They live here,
+in the lower layer, so that the store imports neither of the layers that use them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass(slots=True)
+class JobSpec:
+    """One request to send: stable `id` = hash(messages, model, params, sample index)."""
+
+    id: str
+    prompt_key: str
+    seq: int
+    sample_index: int
+    request: dict[str, Any]                       # {"model", "messages", "params"}
+    source: str
+    metadata: dict[str, Any]
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Prompt sets stored as tables: Parquet files and local Hugging Face datasets (`save_to_disk` folders).
 
 Rows are read in batches (memory stays flat however big the set) and become prompts through
-`harvester.prompts.table_row`, as CSV rows do; errors name the file and the row number.
+`harvester.prompts.rows.table_row`, as CSV rows do; errors name the file and the row number.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PromptSourceError
-from .prompts import Prompt, need_a_shape, table_row
+from ..errors import PromptSourceError
+from .rows import Prompt, need_a_shape, table_row
 
 BATCH = 1024
 
