@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 U = Usage.__table__
 T = UsageTotal.__table__
 RUN = Run.__table__
-METRICS = ("requests", "input_tokens", "output_tokens", "tokens", "usd")
 
 
 @dataclass(frozen=True, slots=True)
