@@ -12,7 +12,7 @@ import yaml
 
 from harvester import Harvester
 from harvester.config import job_from_dict
-from harvester.export.formats import validate_openai_row
+from openai_rows import validate_openai_row
 from harvester.prompts import plan
 from harvester.export.source import StoreSource
 from harvester.store import AnswerRow, Store

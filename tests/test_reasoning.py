@@ -11,7 +11,7 @@ import datasets
 import yaml
 
 from conftest import cli
-from harvester.export.formats import validate_openai_row
+from openai_rows import validate_openai_row
 from harvester.teacher import _reasoning
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, cli
 from harvester.config import load_job
-from harvester.export.formats import validate_openai_row
+from openai_rows import validate_openai_row
 from harvester.export.pipeline import split_of
 from harvester.prompts import plan
 
