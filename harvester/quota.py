@@ -109,9 +109,7 @@ def never_fits(budgets: list[Budget], prices: Prices | None, input_tokens: int, 
     configuration error (exit 2), not a quota reached ("rerun later" would never help)."""
     what = "the shortest request's" if shortest else "one request's"
     for b in budgets:
-        want = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens,
-                "tokens": input_tokens + output_tokens,
-                "usd": request_cost(prices, input_tokens, output_tokens)}[b.metric]
+        want = ledger.amounts(1, input_tokens, output_tokens, request_cost(prices, input_tokens, output_tokens))[b.metric]
         if want <= b.limit + 1e-9:
             continue
         tokens = f"an input bound of {input_tokens:,} + max_tokens {output_tokens:,}"

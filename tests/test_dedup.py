@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from export_path import counts, export_reasons, near_dup_removals, pass1
 from harvester.export.dedup import NearDupConfig, NearDupIndex, batch_shingles, shingle_set
 from harvester.export.filters import FilterConfig
 from harvester.export.record import Record
 from harvester.export.text import normalized, word_hashes
 from harvester.hashing import normalize_text
+from export_path import counts, export_reasons, near_dup_removals, pass1
 
 
 def add(index: NearDupIndex, docs: list[tuple[int, str]]) -> None:

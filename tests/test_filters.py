@@ -6,10 +6,10 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from export_path import counts, export_reasons
 from harvester.export.filters import (REASONS, FilterConfig, compile_phrases, filter_reason, find_phrase,
                                       has_char_run)
 from harvester.export.record import Record
+from export_path import counts, export_reasons
 
 CFG = FilterConfig()
 

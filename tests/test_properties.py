@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 
 from harvester.config import PromptSet, job_from_dict
 from harvester.errors import PromptSourceError
-from export_path import counts, export_reasons
 from harvester.export.filters import REASONS, FilterConfig, filter_reason
 from harvester.export.formats import FORMATS
-from openai_rows import validate_openai_row
 from harvester.export.record import Record
 from harvester.hashing import content_hash
 from harvester.prompts import plan, read_prompt_set
+from export_path import counts, export_reasons
+from openai_rows import validate_openai_row
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="harvester-props-"))
