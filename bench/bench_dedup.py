@@ -142,36 +142,42 @@ def evaluate(corpus: Corpus, removed: dict[int, list[int]]) -> dict:
                      for n, (k, v) in enumerate(buckets.items())}}
 
 
+def s_curve(s: float, bands: int, rows: int) -> float:
+    """P(two rows with Jaccard s share at least one band) = 1 - (1 - s^r)^b."""
+    return 1.0 - (1.0 - s**rows) ** bands
+
+
 def run_ours(n: int, seed: int) -> dict:
+    import numpy as np
     from harvester.export.dedup import NearDupIndex
     corpus = Corpus(n, seed)
     base = rss_now()
     index = NearDupIndex()
     t_add = t_res = 0.0
-    words = 0
+    words = pass1_bytes = 0
     for chunk in chunks(corpus, record=True):
         words += sum(t.count(" ") + 1 for _, t in chunk)
         t0 = time.perf_counter()
-        for seq, text in chunk:
-            index.add(seq, text)
+        for k in range(0, len(chunk), 1024):      # pass 1 as the export runs it: signatures per batch
+            part = chunk[k:k + 1024]
+            seqs = np.fromiter((s for s, _ in part), np.int64, len(part))
+            bands = index.signatures([t for _, t in part])
+            index.add_signatures(seqs, bands)
+            pass1_bytes += seqs.nbytes + bands.nbytes
         t_add += time.perf_counter() - t0
-    pass1_bytes = index.nbytes()
     t0 = time.perf_counter()
     index.finalize()
     t_fin = time.perf_counter() - t0
-    idx_bytes = max(pass1_bytes, index.nbytes())
-    for k, chunk in enumerate(chunks(corpus, record=False)):
+    for chunk in chunks(corpus, record=False):
         t0 = time.perf_counter()
         for seq, text in chunk:
             index.resolve(seq, text)
         t_res += time.perf_counter() - t0
-        if k % 16 == 0:
-            idx_bytes = max(idx_bytes, index.nbytes())
     peak = peak_rss() - base
     removed = {r: [k] for r, k in zip(index.removed, index.kept_by)}
     total = t_add + t_fin + t_res
     return {"impl": "ours", "n": n, "rows_s": n / total, "pass1_s": t_add, "finalize_s": t_fin,
-            "pass2_s": t_res, "index_B_row": idx_bytes / n, "pass1_B_row": pass1_bytes / n,
+            "pass2_s": t_res, "pass1_B_row": pass1_bytes / n,
             "rss_growth_B_row": peak / n, "peak_rss_MB": peak_rss() / 2**20, "peak_minus_base_MB": peak / 2**20,
             "candidate_pairs": index.n_pairs, "verified": index.n_verified, "avg_words": words / n,
             **evaluate(corpus, removed)}
@@ -179,7 +185,7 @@ def run_ours(n: int, seed: int) -> dict:
 
 def run_datasketch(n: int, seed: int) -> dict:
     from datasketch import MinHash, MinHashLSH
-    from harvester.export.dedup import normalized_words     # same (fast) normalization as ours
+    from harvester.export.text import normalized_words      # same (fast) normalization as ours
     corpus = Corpus(n, seed)
     base = rss_now()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=128)     # default num_perm and weights
@@ -207,27 +213,27 @@ def run_datasketch(n: int, seed: int) -> dict:
 
 def run_steps(n: int, seed: int) -> dict:
     """Throughput of the other pure steps on the same corpus (filters, exact dedup, decontam
-    against 5,000 eval texts), chained as the pipeline does, generation excluded."""
-    from collections import Counter
-    from harvester.export.decontam import Decontaminator, apply_decontam
-    from harvester.export.dedup import ExactDedup, apply_exact_dedup
-    from harvester.export.filters import FilterConfig, apply_filters
+    against 5,000 eval texts), as the export's first pass runs them (one process), generation excluded."""
+    from harvester.export.analyze import Analyzer, Verdicts, decide
+    from harvester.export.decontam import Decontaminator
+    from harvester.export.filters import FilterConfig
     from harvester.store.rows import Record
     corpus = Corpus(n, seed)
     evals = Corpus(5000, seed + 1)
-    decon = Decontaminator({"eval": (evals.text(i) for i in range(5000))})
-    cfg, counter, t = FilterConfig(), Counter(), 0.0
+    analyzer = Analyzer(filters=FilterConfig(), exact="prompt+answer",
+                        decontaminator=Decontaminator({"eval": (evals.text(i) for i in range(5000))}))
+    parts, t = [], 0.0
     for chunk in chunks(corpus, record=False):
         recs = [Record(job_id=str(i), prompt_key="p", seq=i, sample_index=0, finish_reason="stop",
                        messages=[{"role": "user", "content": f"Question {i}: tell me about {txt[:40]}"}],
                        answer=txt) for i, txt in chunk]
         t0 = time.perf_counter()
-        s1 = (r for r, why in apply_filters(recs, cfg, counter) if why is None)
-        s2 = (r for r, why in apply_exact_dedup(s1, ExactDedup(), counter) if why is None)
-        for _ in apply_decontam(s2, decon, counter):
-            pass
+        parts.append(analyzer.analyze(recs))
         t += time.perf_counter() - t0
-    return {"impl": "steps", "n": n, "rows_s": n / t, "dropped": dict(counter)}
+    t0 = time.perf_counter()
+    decisions = decide(Verdicts.concat(parts, near=False), exact=True, decontaminate=True)
+    t += time.perf_counter() - t0
+    return {"impl": "steps", "n": n, "rows_s": n / t, "dropped": dict(decisions.dropped)}
 
 
 def main() -> None:
@@ -241,7 +247,7 @@ def main() -> None:
         fn = {"ours": run_ours, "datasketch": run_datasketch, "steps": run_steps}[args.worker]
         print(json.dumps(fn(args.rows[0], args.seed)))
         return
-    from harvester.export.dedup import NearDupConfig, s_curve
+    from harvester.export.dedup import NearDupConfig
     cfg = NearDupConfig()
     print(f"ours: b={cfg.bands} r={cfg.rows} ({cfg.bands * cfg.rows} perms), threshold {cfg.threshold}; "
           "S-curve P(candidate) at J=0.5/0.6/0.7/0.8: "
@@ -260,14 +266,14 @@ def main() -> None:
         results.append(res)
         print(f"  done {impl} n={n:,} in {res['wall_s']:.0f}s", flush=True)
     head = (f"{'impl':<10} {'rows':>9} {'recall>=.7':>10} {'false rm':>8} {'distr rm':>8} {'removed':>8} "
-            f"{'rows/s':>8} {'index B/row':>11} {'RSS+ MB':>8} {'RSS+ B/row':>10}")
+            f"{'rows/s':>8} {'pass-1 B/row':>12} {'RSS+ MB':>8} {'RSS+ B/row':>10}")
     steps = [r for r in results if r["impl"] == "steps"]
     results = [r for r in results if r["impl"] != "steps"]
     print("\n" + head + "\n" + "-" * len(head))
     for r in results:
         print(f"{r['impl']:<10} {r['n']:>9,} {r['recall']:>10.4f} {r['false_removals']:>8} "
               f"{r['distractors_removed']:>8} {r['removed']:>8,} {r['rows_s']:>8,.0f} "
-              f"{r.get('index_B_row', float('nan')):>11.0f} {r['peak_minus_base_MB']:>8.1f} {r['rss_growth_B_row']:>10.0f}")
+              f"{r.get('pass1_B_row', float('nan')):>12.0f} {r['peak_minus_base_MB']:>8.1f} {r['rss_growth_B_row']:>10.0f}")
     print("\nshare of planted pairs with one side removed, by exact Jaccard [lo-hi) (pairs in bucket):")
     for r in results:
         print(f"  {r['impl']:<10} {r['n']:>9,}  " + "  ".join(
@@ -289,7 +295,7 @@ def main() -> None:
         growth = (ds[b]["peak_minus_base_MB"] - ds[a]["peak_minus_base_MB"]) * 2**20 / (b - a)
         print(f"datasketch peak-RSS growth per row from {a:,} to {b:,} rows: {growth:.0f} B/row")
     for r in steps:
-        print(f"filters -> exact dedup -> decontam (13-grams vs 5,000 eval texts), chained, n={r['n']:,}: "
+        print(f"filters + exact dedup + decontam (13-grams vs 5,000 eval texts), pass 1 in one process, n={r['n']:,}: "
               f"{r['rows_s']:,.0f} rows/s; drops {r['dropped']}")
     for n in sorted(set(ours) & set(ds)):
         o, d = ours[n], ds[n]

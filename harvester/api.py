@@ -29,7 +29,7 @@ from .gcpause import frozen_heap
 from .hashing import content_hash
 from .prompts import plan
 from .store import Store, sqlite_path
-from .quota import QuotaGuard, check_quota_config, prices_for, utc_now
+from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
 from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
@@ -348,8 +348,7 @@ class Harvester:
         prices = prices_for(self.job)
         if prices is None:
             return None
-        usd = (provenance["prompt_tokens"] * prices.input_per_mtok
-               + provenance["completion_tokens"] * prices.output_per_mtok) / 1e6
+        usd = request_cost(prices, provenance["prompt_tokens"], provenance["completion_tokens"])
         ledger_usd = ledger.totals(self.store, ["total"])["total"]["usd"]
         return {**prices.model_dump(), "usd": usd, "ledger_usd": ledger_usd}
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .errors import ConfigError, HarvesterError
+from .export.formats import FORMATS
 
 # Never show locals in a crash's traceback: the teacher client's frames hold the API key (older typer
 # releases showed them by default).
@@ -148,7 +149,7 @@ def quota(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", help
 @app.command()
 def export(job: Path = JobArg,
            out_dir: Optional[Path] = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
-           fmt: Optional[str] = typer.Option(None, "--format", help="openai | alpaca | sharegpt | trl"),
+           fmt: Optional[str] = typer.Option(None, "--format", help=" | ".join(FORMATS)),
            workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64,
                                                  help="processes for the first pass (default: export.workers)"),
            test_size: Optional[float] = typer.Option(None, "--test-size",
@@ -160,11 +161,11 @@ def export(job: Path = JobArg,
     def go() -> None:
         from .display import export_hint, export_table
         signal.signal(signal.SIGTERM, _interrupt)   # clean up the half-written folder, as on Ctrl-C
-        formats = ("openai", "alpaca", "sharegpt", "trl")
-        if fmt is not None and fmt not in formats:
+        if fmt is not None and fmt not in FORMATS:
             from .config import did_you_mean
-            raise ConfigError(f"--format: unknown format {fmt!r}{did_you_mean(fmt, formats)} "
-                              "(choose openai, alpaca, sharegpt or trl)")
+            *head, last = FORMATS
+            raise ConfigError(f"--format: unknown format {fmt!r}{did_you_mean(fmt, tuple(FORMATS))} "
+                              f"(choose {', '.join(head)} or {last})")
         if test_size is not None and not 0 <= test_size < 1:
             raise ConfigError(f"--test-size: {test_size:g} is not a share of the rows; give a number from 0 to "
                               "below 1, e.g. 0.05")

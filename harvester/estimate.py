@@ -17,7 +17,7 @@ from .config import Job
 from .crawler import input_token_bound
 from .plans import META_PREFIX, PlanReader, decode, earlier_plans
 from .quota import check_quota_config, never_fits, report, request_cost
-from .store import Store
+from .store import Store, ledger
 from .terms import check_terms
 from .tokens import TokenEstimator
 from .units import count_text, duration_text, usd_text
@@ -97,8 +97,7 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
     budget_rows = []
     if budgets:
         rooms = report(job, store, clock=clock)["budgets"]
-        need = {"requests": pending, "input_tokens": worst["input_tokens"], "output_tokens": worst_out or 0,
-                "tokens": worst["input_tokens"] + (worst_out or 0), "usd": worst["usd"] or 0.0}
+        need = ledger.amounts(pending, worst["input_tokens"], worst_out or 0, worst["usd"] or 0.0)
         for b, room in zip(budgets, rooms):
             want, left = need[b.metric], room["left"]
             fmt = usd_text if b.metric == "usd" else count_text

@@ -35,10 +35,6 @@ BUILTIN_PRICES: dict[str, tuple[float, float]] = {
     "mistral-large": (2.00, 6.00), "mistral-small": (0.10, 0.30),
 }
 
-METRIC_OF = {"requests": "requests", "input_tokens": "input_tokens", "output_tokens": "output_tokens",
-             "tokens": "tokens", "usd": "usd"}
-
-
 def prices_for(job: Job) -> Prices | None:
     if job.quota.prices is not None:
         return job.quota.prices
@@ -54,7 +50,7 @@ def parse_budgets(job: Job) -> list[Budget]:
     out = []
     for name, limit in job.quota.budgets().items():
         head, _, window = name.rpartition("_per_") if "_per_" in name else name.rpartition("_")
-        out.append(Budget(name, METRIC_OF[head], window, float(limit)))
+        out.append(Budget(name, head, window, float(limit)))
     return out
 
 
@@ -113,9 +109,7 @@ def never_fits(budgets: list[Budget], prices: Prices | None, input_tokens: int, 
     configuration error (exit 2), not a quota reached ("rerun later" would never help)."""
     what = "the shortest request's" if shortest else "one request's"
     for b in budgets:
-        want = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens,
-                "tokens": input_tokens + output_tokens,
-                "usd": request_cost(prices, input_tokens, output_tokens)}[b.metric]
+        want = ledger.amounts(1, input_tokens, output_tokens, request_cost(prices, input_tokens, output_tokens))[b.metric]
         if want <= b.limit + 1e-9:
             continue
         tokens = f"an input bound of {input_tokens:,} + max_tokens {output_tokens:,}"

@@ -1,17 +1,27 @@
 from __future__ import annotations
 
 import random
-from collections import Counter
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harvester.export.dedup import (ExactDedup, NearDupConfig, NearDupIndex, apply_exact_dedup,
-                                    apply_near_dup, batch_shingles, build_near_dup_index,
-                                    near_dup_removals, normalized, s_curve, shingle_set, word_hashes)
+from harvester.export.dedup import NearDupConfig, NearDupIndex, batch_shingles, shingle_set
+from harvester.export.filters import FilterConfig
 from harvester.store.rows import Record
+from harvester.export.text import normalized, word_hashes
 from harvester.hashing import normalize_text
+from export_path import counts, export_reasons, near_dup_removals, pass1
+
+
+def add(index: NearDupIndex, docs: list[tuple[int, str]]) -> None:
+    """Pass 1 of the index as the export feeds it: band signatures, then the rows' seqs with them."""
+    index.add_signatures(np.array([s for s, _ in docs], np.int64), index.signatures([t for _, t in docs]))
+
+
+def s_curve(s: float, bands: int, rows: int) -> float:
+    """P(two rows with Jaccard s share at least one band) = 1 - (1 - s^r)^b."""
+    return 1.0 - (1.0 - s**rows) ** bands
 
 
 def rec(seq: int, answer: str, prompt: str = "Q?") -> Record:
@@ -49,19 +59,16 @@ def mutate_to(rng: random.Random, words: list[str], target: float, tol: float = 
 def test_exact_dedup_folds_case_space_punctuation() -> None:
     rows = [rec(0, "Paris is the capital."), rec(1, "  PARIS, is the   capital!! "),
             rec(2, "Paris is a capital."), rec(3, "Paris is the capital.", prompt="Other?")]
-    counter: Counter[str] = Counter()
-    out = list(apply_exact_dedup(rows, ExactDedup(), counter))
-    assert [r.seq for r, why in out if why] == [1]
-    assert [r for r, _ in out] == rows and counter == {"exact_duplicate": 1}
-    counter.clear()
-    out = list(apply_exact_dedup(rows, ExactDedup(fields="answer"), counter))
-    assert [r.seq for r, why in out if why] == [1, 3] and counter == {"exact_duplicate": 2}
+    why, d = export_reasons(rows, exact="prompt+answer")
+    assert [r.seq for r, w in zip(rows, why) if w] == [1]
+    assert counts(why) == {"exact_duplicate": 1} == d.dropped
+    why, d = export_reasons(rows, exact="answer")
+    assert [r.seq for r, w in zip(rows, why) if w] == [1, 3] and counts(why) == {"exact_duplicate": 2} == d.dropped
 
 
-def test_exact_keys_are_ints_not_hex() -> None:
-    d = ExactDedup()
-    d.seen(rec(0, "x"))
-    assert all(isinstance(k, int) and k < 2**128 for k in d._seen)
+def test_exact_keys_are_128_bit_columns_not_hex() -> None:
+    v = pass1([rec(0, "x")], exact="prompt+answer").verdicts
+    assert v.key.dtype == np.uint64 and v.key.shape == (1, 2) and v.key.any()
 
 
 # ---------------------------------------------------------------------------- near-dup
@@ -111,8 +118,8 @@ def test_representative_is_lowest_seq_whatever_the_add_order() -> None:
         pairs = list(zip(seqs, texts))
         rng.shuffle(pairs)
         index = NearDupIndex()
-        for s, t in pairs:                       # pass 1 in any order
-            index.add(s, t)
+        for k in range(0, len(pairs), 2):        # pass 1 in any order, in chunks
+            add(index, pairs[k:k + 2])
         for s, t in sorted(pairs):               # pass 2 in seq order
             index.resolve(s, t)
         got = index.clusters()
@@ -136,22 +143,21 @@ def test_empty_index() -> None:
 
 def test_resolve_requires_the_same_rows_in_seq_order() -> None:
     index = NearDupIndex()
-    index.add(2, "a b c")
-    index.add(1, "d e f")
+    add(index, [(2, "a b c")])
+    add(index, [(1, "d e f")])
     with pytest.raises(ValueError):
         index.resolve(2, "a b c")
     with pytest.raises(ValueError):
         dup = NearDupIndex()
-        dup.add(1, "x")
-        dup.add(1, "y")
+        add(dup, [(1, "x")])
+        add(dup, [(1, "y")])
         dup.finalize()
 
 
 def test_big_bucket_keeps_one_and_no_quadratic_pairs() -> None:
     docs = [(i, "I would be happy to help you with that question today") for i in range(3000)]
     index = NearDupIndex(NearDupConfig(max_fanout=4))
-    for s, t in docs:
-        index.add(s, t)
+    add(index, docs)
     for s, t in docs:
         index.resolve(s, t)
     assert len(index.removed) == 2999 and set(index.kept_by) == {0}
@@ -195,20 +201,18 @@ def test_record_steps_two_passes_and_counts() -> None:
     rows = [rec(0, "alpha beta gamma delta epsilon zeta eta theta"),
             rec(1, "alpha beta gamma delta epsilon zeta eta theta iota"),
             rec(2, "something entirely different from the others here")]
-    index = build_near_dup_index(rows)
-    counter: Counter[str] = Counter()
-    out = list(apply_near_dup(rows, index, counter))
-    assert [(r.seq, why) for r, why in out] == [(0, None), (1, "near_duplicate"), (2, None)]
-    assert counter == {"near_duplicate": 1} and index.clusters() == {0: [1]}
-    # pass 2 straight from the store: rows dropped upstream (never added) are skipped
-    index = build_near_dup_index(r for r in rows if r.seq != 2)
-    assert 2 not in index and 1 in index
-    out = list(apply_near_dup(rows, index, Counter(), skip_unknown=True))
-    assert [(r.seq, why) for r, why in out] == [(0, None), (1, "near_duplicate")]
+    why, d = export_reasons(rows, near=NearDupConfig())
+    assert list(zip([r.seq for r in rows], why)) == [(0, None), (1, "near_duplicate"), (2, None)]
+    assert d.near is not None and counts(why) == {"near_duplicate": 1} and d.near.clusters() == {0: [1]}
+    # pass 2 straight from the store: rows dropped in pass 1 (never added to the index) are passed over
+    rows.append(rec(3, "As an AI language model, I cannot assist with that."))
+    why, d = export_reasons(rows, filters=FilterConfig(), near=NearDupConfig())
+    assert why == [None, "near_duplicate", None, "refusal"]
+    assert d.near is not None and 3 not in d.near.removed and len(d.near.removed) == 1
     # prompt + answer: same answers to different prompts are no longer near-dups
     rows[1].messages = [{"role": "user", "content": "a completely different question asked here"}]
-    index = build_near_dup_index(rows, NearDupConfig(fields="prompt+answer"))
-    assert [why for _, why in apply_near_dup(rows, index, Counter())] == [None, None, None]
+    why, _ = export_reasons(rows[:3], near=NearDupConfig(fields="prompt+answer"))
+    assert why == [None, None, None]
 
 
 @settings(max_examples=40, deadline=None)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import cli, popen_cli
-from harvester.export.formats import validate_openai_row
+from openai_rows import validate_openai_row
 
 
 def db_path(job: Path) -> Path:

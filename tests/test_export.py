@@ -12,10 +12,10 @@ import yaml
 
 from harvester import Harvester
 from harvester.config import job_from_dict
-from harvester.export.formats import validate_openai_row
 from harvester.prompts import plan
 from harvester.export.source import StoreSource
 from harvester.store import AnswerRow, Store
+from openai_rows import validate_openai_row
 
 ANSWERS = {
     "good": "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the chloroplasts "
@@ -186,3 +186,15 @@ def test_a_forked_worker_opens_the_store_afresh_instead_of_using_its_parents_con
         fresh, rows = pool.apply(_opened_in_child, (source,))
     assert fresh and rows == len(corpus())
     assert source._open() is h.store                                   # the parent keeps its own
+
+
+def test_filter_settings_of_the_job_file_are_the_filters_own() -> None:
+    from harvester.config import Export
+    from harvester.export.filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
+    from harvester.export.pipeline import filter_config
+    assert filter_config(Export()) == FilterConfig()                 # the same defaults on both sides
+    cfg = filter_config(Export.model_validate({"filters": {
+        "min_tokens": None, "max_repeated_share": 0.3, "extra_refusal_phrases": ["no way"], "prompt_echo": False}}))
+    assert (cfg.min_tokens, cfg.max_rep_share, cfg.extra_refusal_phrases, cfg.prompt_echo) == (None, 0.3, ("no way",), False)
+    assert cfg.refusal_phrases == DEFAULT_REFUSAL_PHRASES
+    assert filter_config(Export.model_validate({"filters": {"refusal_phrases": ["x y"]}})).refusal_phrases == ("x y",)

@@ -6,9 +6,10 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from harvester.export.filters import (REASONS, FilterConfig, apply_filters, compile_phrases,
-                                      filter_reason, find_phrase, has_char_run)
+from harvester.export.filters import (REASONS, FilterConfig, compile_phrases, filter_reason, find_phrase,
+                                      has_char_run)
 from harvester.store.rows import Record
+from export_path import counts, export_reasons
 
 CFG = FilterConfig()
 
@@ -110,15 +111,14 @@ def test_char_run_prefilter_matches_regex() -> None:
             assert has_char_run(text, n) == want, (n, text[:20])
 
 
-def test_apply_filters_yields_all_and_counts_reasons() -> None:
-    records = [positive for _, positive, _ in CASES] + [negative for _, _, negative in CASES]
-    counter: Counter[str] = Counter()
-    out = list(apply_filters(records, CFG, counter))
-    assert [r for r, _ in out] == records                          # nothing silently discarded
+def test_the_export_drops_by_filter_and_counts_reasons() -> None:
+    records = [replace(r, seq=i) for i, r in enumerate([positive for _, positive, _ in CASES]
+                                                       + [negative for _, _, negative in CASES])]
+    why, decisions = export_reasons(records, filters=CFG)         # every row is written or rejected
     expected = Counter(reason for reason, _, _ in CASES)
-    assert counter == expected
-    assert Counter(reason for _, reason in out if reason) == expected
-    assert set(counter) <= set(REASONS)
+    assert decisions.dropped == expected
+    assert counts(why) == expected
+    assert set(decisions.dropped) <= set(REASONS)
 
 
 @settings(max_examples=300, deadline=None)

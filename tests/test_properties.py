@@ -16,7 +16,6 @@ import io
 import json
 import os
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,13 @@ from hypothesis import strategies as st
 
 from harvester.config import PromptSet, job_from_dict
 from harvester.errors import PromptSourceError
-from harvester.export.dedup import ExactDedup, apply_exact_dedup
-from harvester.export.filters import REASONS, FilterConfig, apply_filters, filter_reason
-from harvester.export.formats import FORMATS, validate_openai_row
+from harvester.export.filters import REASONS, FilterConfig, filter_reason
+from harvester.export.formats import FORMATS
 from harvester.store.rows import Record
 from harvester.hashing import content_hash
 from harvester.prompts import plan, read_prompt_set
+from export_path import counts, export_reasons
+from openai_rows import validate_openai_row
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="harvester-props-"))
@@ -239,15 +239,14 @@ ALL_OFF = FilterConfig(truncated=False, empty=False, min_tokens=None, max_tokens
 @SETTINGS
 @given(records=st.lists(record, max_size=8), cfg=configs)
 def test_filters_give_a_known_reason_deterministically_and_count_it(records: list[Record], cfg: FilterConfig) -> None:
-    counter: Counter[str] = Counter()
-    out = list(apply_filters(records, cfg, counter))
-    assert [r for r, _ in out] == records                            # every record passes through, in order
-    reasons = [reason for _, reason in out]
+    records = [dataclasses.replace(r, seq=k) for k, r in enumerate(records)]   # the store's order
+    reasons, decisions = export_reasons(records, filters=cfg)      # every record written or rejected
     assert all(r is None or r in REASONS for r in reasons)
     assert reasons == [filter_reason(r, cfg) for r in records]       # deterministic
-    assert counter == Counter(r for r in reasons if r is not None)   # every drop counted by its reason
+    assert decisions.dropped == counts(reasons)                      # every drop counted by its reason
     assert all(filter_reason(r, ALL_OFF) is None for r in records)   # all off: nothing dropped
-    for r, reason in out:
+    assert export_reasons(records, filters=ALL_OFF)[0] == [None] * len(records)
+    for r, reason in zip(records, reasons):
         if cfg.truncated and r.finish_reason == "length":
             assert reason == "truncated"
         if reason is not None:                                       # a filter only drops when it is on
@@ -279,17 +278,16 @@ def test_exact_dedup_keeps_the_first_of_each_group_in_order(records: list[Record
     records = [dataclasses.replace(r, job_id=f"r{i}") for i, r in enumerate(records)]
     dupes = [_variants(r, data.draw(st.integers(0, 3))) for r in data.draw(st.lists(st.sampled_from(records),
                                                                                       max_size=4))] if records else []
-    stream = records + dupes
-    counter: Counter[str] = Counter()
-    out = list(apply_exact_dedup(stream, ExactDedup(), counter))
-    kept = [r.job_id for r, reason in out if reason is None]
-    assert [r for r, _ in out] == stream and len(kept) + counter["exact_duplicate"] == len(stream)
+    stream = [dataclasses.replace(r, seq=i) for i, r in enumerate(records + dupes)]   # the store's order
+    reasons, decisions = export_reasons(stream, exact="prompt+answer")
+    kept = [r.job_id for r, reason in zip(stream, reasons) if reason is None]
+    assert len(kept) + decisions.dropped["exact_duplicate"] == len(stream)
+    assert set(reasons) <= {None, "exact_duplicate"}
     assert not {d.job_id for d in dupes if d.answer.isascii()} & set(kept)   # case/space/punctuation folded
     assert kept == [r.job_id for r in stream if r.job_id in kept]    # order kept
-    kept_records = [r for r, reason in out if reason is None]
-    again: Counter[str] = Counter()
-    assert [r for r, reason in apply_exact_dedup(kept_records, ExactDedup(), again) if reason is None] == kept_records
-    assert not again                                                 # idempotent
+    kept_records = [r for r, reason in zip(stream, reasons) if reason is None]
+    again, decided = export_reasons(kept_records, exact="prompt+answer")
+    assert again == [None] * len(kept_records) and not decided.dropped   # idempotent
 
 
 @SETTINGS

@@ -11,8 +11,8 @@ import datasets
 import yaml
 
 from conftest import cli
-from harvester.export.formats import validate_openai_row
 from harvester.teacher import _reasoning
+from openai_rows import validate_openai_row
 
 
 def test_the_trace_is_read_from_either_field_and_blank_ones_are_none() -> None:

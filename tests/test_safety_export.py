@@ -18,9 +18,9 @@ import yaml
 
 from conftest import REPO, cli
 from harvester.config import load_job
-from harvester.export.formats import validate_openai_row
 from harvester.export.pipeline import split_of
 from harvester.prompts import plan
+from openai_rows import validate_openai_row
 
 
 def cli_in(cwd: Path, *args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:

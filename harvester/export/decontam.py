@@ -10,13 +10,12 @@ looked up in batches so numpy's per-call overhead is paid once per batch, not pe
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from harvester.export.dedup import word_hashes
+from harvester.export.text import word_hashes
 from harvester.store.rows import Record
 
 _U64 = np.uint64
@@ -68,7 +67,7 @@ def ngram_hashes_batch(whs: list[np.ndarray], lengths: Iterable[int]) -> tuple[n
 
 
 class Decontaminator:
-    """Built once from eval sets (name -> texts); `hits_of(text)` names the sets a text overlaps.
+    """Built once from eval sets (name -> texts); `batch_hits` names the sets each text overlaps.
 
     Eval texts shorter than n words would have no n-gram at all: those with >= `min_words`
     words are kept whole and matched as an exact word sequence of their own length; shorter
@@ -77,7 +76,6 @@ class Decontaminator:
 
     def __init__(self, eval_sets: Mapping[str, Iterable[str]], n: int = 13, min_words: int = 8) -> None:
         self.n = n
-        self.hits: Counter[str] = Counter()             # eval set -> rows dropped that hit it
         self.sizes: dict[str, int] = {}                 # eval set -> distinct n-grams
         self._sets: dict[str, np.ndarray] = {}          # name -> sorted unique hashes (all lengths)
         lengths: set[int] = set()
@@ -103,16 +101,9 @@ class Decontaminator:
             pos = table >> self._shift
             np.bitwise_or.at(self._bitmap, pos >> _U64(3), (1 << (pos & _U64(7))).astype(np.uint8))
 
-    def hits_of(self, text: str) -> list[str]:
-        """Names of the eval sets sharing at least one n-gram with `text` (sorted)."""
-        return self.batch_hits([word_hashes(text)])[0]
-
-    def record_hits(self, record: Record) -> list[str]:
-        """Eval sets hit by the row's prompt + answer, n-grams crossing the boundary included."""
-        return self.batch_hits([record_words(record)])[0]
-
     def batch_hits(self, whs: list[np.ndarray]) -> list[list[str]]:
-        """`hits_of` for many texts' word hashes at once (amortizes numpy call overhead)."""
+        """Names of the eval sets sharing at least one n-gram with each text, given as its word hashes
+        (sorted; many texts at once amortize numpy's call overhead)."""
         grams, owner = ngram_hashes_batch(whs, self._lengths)
         pos = grams >> self._shift
         keep = (self._bitmap[pos >> _U64(3)] >> (pos & _U64(7)).astype(np.uint8)) & 1 == 1
@@ -130,35 +121,6 @@ class Decontaminator:
 def record_words(record: Record) -> np.ndarray:
     """Word hashes of prompt + answer (hashed apart: the answer's are cached across steps)."""
     return np.concatenate([word_hashes(record.prompt_text), word_hashes(record.answer)])
-
-
-def apply_decontam(records: Iterable[Record], decon: Decontaminator, counter: Counter[str],
-                   batch: int = 256) -> Iterator[tuple[Record, str | None]]:
-    """Yield (record, None) or (record, "contaminated:<set>[+<set>...]") in input order;
-    `decon.hits` counts drops per eval set (a row hitting two sets counts for both), `counter`
-    per reason string. Looks up `batch` rows at a time; hashes each row as it arrives."""
-    buf: list[Record] = []
-    whs: list[np.ndarray] = []
-    for rec in records:
-        buf.append(rec)
-        whs.append(record_words(rec))
-        if len(buf) >= batch:
-            yield from _decide(buf, decon.batch_hits(whs), decon, counter)
-            buf, whs = [], []
-    if buf:
-        yield from _decide(buf, decon.batch_hits(whs), decon, counter)
-
-
-def _decide(buf: list[Record], hits: list[list[str]], decon: Decontaminator,
-            counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
-    for rec, names in zip(buf, hits):
-        if not names:
-            yield rec, None
-            continue
-        decon.hits.update(names)
-        reason = "contaminated:" + "+".join(names)
-        counter[reason] += 1
-        yield rec, reason
 
 
 def _strings(value: Any) -> Iterator[str]:

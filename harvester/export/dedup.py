@@ -1,10 +1,12 @@
 """Exact and near-duplicate removal: pure steps over `Record`, no I/O.
 
-Exact: one 128-bit `text_key` digest (a Python int) per kept row in a set.
+Exact: `exact_key`, one 128-bit `text_key` digest per row; `analyze.decide` keeps the first row
+of each group of equal keys.
 
 Near-dup: MinHash LSH over word 5-gram shingles of `normalize_text`, in TWO passes so that
 memory per row stays ~200 B whatever the text length (see `NearDupIndex`):
-  pass 1  `add(seq, text)` for every row: only b band hashes (uint64) per row are kept;
+  pass 1  `signatures(texts)` then `add_signatures(seqs, bands)` for every row (see analyze:
+          worker processes compute the signatures): only b band hashes (uint64) per row are kept;
           `finalize()` sorts each band column and turns runs of equal band hashes into
           candidate pairs (numpy, O(n log n), no per-row dicts, no O(n^2)).
   pass 2  `resolve(seq, text)` in ascending seq: a row is removed iff some *kept* earlier
@@ -15,16 +17,15 @@ memory per row stays ~200 B whatever the text length (see `NearDupIndex`):
 from __future__ import annotations
 
 from array import array
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
-import xxhash
 
 from harvester.store.rows import Record
-from harvester.hashing import ASCII_FOLD, normalize_text, text_key
+from harvester.export.text import word_hashes
+from harvester.hashing import text_key
 
 Fields = Literal["answer", "prompt+answer"]
 _U64 = np.uint64
@@ -49,28 +50,6 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x *= _U64(0x94D049BB133111EB)
     x ^= x >> _U64(31)
     return x
-
-
-@lru_cache(maxsize=64)  # steps run interleaved per record: the answer is normalized once
-def normalized_words(text: str) -> list[bytes]:
-    """UTF-8 words of `normalize_text(text)`."""
-    if text.isascii():
-        return text.encode("ascii").translate(ASCII_FOLD).split()  # normalize_text's fast path, as bytes
-    return normalize_text(text).encode("utf-8").split()
-
-
-def normalized(text: str) -> str:
-    """`normalize_text`, through the ASCII fast path and the cache."""
-    return b" ".join(normalized_words(text)).decode("utf-8")
-
-
-@lru_cache(maxsize=1024)  # decontam and near-dup pass 1 hash the same answer (read-only result)
-def word_hashes(text: str) -> np.ndarray:
-    """xxh3-64 of every normalized (case/punctuation-folded) word, in order."""
-    words = normalized_words(text)
-    out = np.fromiter(map(xxhash.xxh3_64_intdigest, words), dtype=_U64, count=len(words))
-    out.flags.writeable = False
-    return out
 
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
@@ -131,57 +110,21 @@ def exact_key(record: Record, fields: Fields) -> bytes:
     return bytes.fromhex(text_key(*parts))
 
 
-class ExactDedup:
-    """Streaming exact dedup on `exact_key` (case, whitespace, punctuation folded).
-    Memory: one 128-bit int per distinct kept row (~80 B with the set slot)."""
-
-    def __init__(self, fields: Fields = "prompt+answer") -> None:
-        self.fields = fields
-        self._seen: set[int] = set()
-
-    def key(self, record: Record) -> int:
-        return int.from_bytes(exact_key(record, self.fields), "big")
-
-    def seen(self, record: Record) -> bool:
-        """True if an equal row was seen before; otherwise remember this one."""
-        k = self.key(record)
-        if k in self._seen:
-            return True
-        self._seen.add(k)
-        return False
-
-
-def apply_exact_dedup(records: Iterable[Record], dedup: ExactDedup,
-                      counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
-    """Yield (record, None) for the first of each exact group, (record, "exact_duplicate") after."""
-    for rec in records:
-        if dedup.seen(rec):
-            counter["exact_duplicate"] += 1
-            yield rec, "exact_duplicate"
-        else:
-            yield rec, None
-
-
 # ----------------------------------------------------------------------------- near dedup
 @dataclass(frozen=True)
 class NearDupConfig:
     threshold: float = 0.7     # exact shingle Jaccard at or above which a row is a near-dup
     shingle: int = 5           # words per shingle
-    bands: int = 20            # b x r = 80 permutations; recall at J=0.7 is 0.9959 (s_curve)
+    bands: int = 20            # b x r = 80 permutations; recall at J=0.7 is 1-(1-0.7**4)**20 = 0.9959
     rows: int = 4
     fields: Fields = "answer"
     max_fanout: int = 32       # within one band bucket, a row is paired with its first K rows
-    batch: int = 1024          # rows hashed per vectorized batch in pass 1
     seed: int = 1
 
 
-def s_curve(s: float, bands: int, rows: int) -> float:
-    """P(two rows with Jaccard s share at least one band) = 1 - (1 - s^r)^b."""
-    return 1.0 - (1.0 - s**rows) ** bands
-
-
 class NearDupIndex:
-    """Two-pass near-dup remover. Pass 1: `add(seq, text)` per row (any order, unique seqs).
+    """Two-pass near-dup remover. Pass 1: `add_signatures(seqs, signatures(texts))` per chunk of
+    rows (any order, unique seqs).
     Pass 2: `resolve(seq, text)` for EXACTLY the same rows in ascending seq; it returns the
     seq of the kept row this one near-duplicates, or None to keep it. `clusters()` then maps
     each kept representative to the seqs removed in its favour."""
@@ -193,8 +136,6 @@ class NearDupIndex:
         self._a = rng.integers(1, 2**64, size=k, dtype=_U64) | _U64(1)  # odd: a bijection
         self._b = rng.integers(0, 2**64, size=k, dtype=_U64)
         self._band_coef = _COEF[: cfg.rows]
-        self._pending: list[str] = []
-        self._pending_seq: list[int] = []
         self._chunks: list[np.ndarray] = []     # (bands, rows_in_chunk) uint64 band hashes
         self._seq_chunks: list[np.ndarray] = []
         self._seqs: np.ndarray | None = None    # ascending seqs after finalize
@@ -204,22 +145,8 @@ class NearDupIndex:
         self.kept_by = array("q")               # ... and the kept seq each one duplicates
 
     # ---- pass 1
-    def add(self, seq: int, text: str) -> None:
-        if self._seqs is not None:
-            raise RuntimeError("add() after finalize()")
-        self._pending.append(text)
-        self._pending_seq.append(seq)
-        if len(self._pending) >= self.cfg.batch:
-            self._flush()
-
-    def _flush(self) -> None:
-        if self._pending:
-            self.add_signatures(np.asarray(self._pending_seq, np.int64), self.signatures(self._pending))
-        self._pending.clear()
-        self._pending_seq.clear()
-
     def signatures(self, texts: list[str]) -> np.ndarray:
-        """The (bands, len(texts)) uint64 band hashes of `texts`: what `add` keeps of a row.
+        """The (bands, len(texts)) uint64 band hashes of `texts`: what pass 1 keeps of a row.
         Pure and deterministic for a config, so other processes can compute them."""
         if not texts:
             return np.empty((self.cfg.bands, 0), _U64)
@@ -234,7 +161,7 @@ class NearDupIndex:
         return _mix((sig * self._band_coef[None, :, None]).sum(axis=1, dtype=_U64))
 
     def add_signatures(self, seqs: np.ndarray, bands: np.ndarray) -> None:
-        """Pass 1 for rows whose `signatures` were computed elsewhere (e.g. in worker processes)."""
+        """Pass 1: rows and their `signatures` (computed anywhere, e.g. in worker processes)."""
         if self._seqs is not None:
             raise RuntimeError("add_signatures() after finalize()")
         if bands.shape != (self.cfg.bands, len(seqs)):
@@ -246,7 +173,6 @@ class NearDupIndex:
         """Turn band buckets into candidate pairs (i < j, row indices in seq order)."""
         if self._seqs is not None:
             return
-        self._flush()
         seqs = np.concatenate(self._seq_chunks) if self._seq_chunks else np.empty(0, np.int64)
         order = np.argsort(seqs, kind="stable")
         self._seqs = seqs[order]
@@ -320,27 +246,12 @@ class NearDupIndex:
         self.kept_by.append(kept)
         return kept
 
-    def __contains__(self, seq: int) -> bool:
-        """Was `seq` added? (after finalize; lets pass 2 skip rows dropped upstream)."""
-        self.finalize()
-        assert self._seqs is not None
-        k = int(np.searchsorted(self._seqs, seq))
-        return k < len(self._seqs) and int(self._seqs[k]) == seq
-
     def clusters(self) -> dict[int, list[int]]:
         """Kept representative seq -> removed seqs (for the dataset card)."""
         out: dict[int, list[int]] = defaultdict(list)
         for r, k in zip(self.removed, self.kept_by):
             out[k].append(r)
         return dict(out)
-
-    def nbytes(self) -> int:
-        """Bytes held by the index arrays now (pass 1: band hashes; pass 2: pairs)."""
-        arrs = self._chunks + self._seq_chunks
-        if self._seqs is not None:
-            arrs += [self._seqs, self._pairs, self._left, self._left_last, *self._live.values()]
-        return sum(a.nbytes for a in arrs) + self.removed.itemsize * 2 * len(self.removed)
-
 
 def _band_pairs(col: np.ndarray, fanout: int) -> list[np.ndarray]:
     """Rows with equal band hash are candidates: pair every bucket member with the bucket's
@@ -359,39 +270,3 @@ def _band_pairs(col: np.ndarray, fanout: int) -> list[np.ndarray]:
         i, j = order[start[m] + d], order[t[m]]
         out.append((j.astype(np.int64) << 32) | i)
     return out
-
-
-def build_near_dup_index(records: Iterable[Record], cfg: NearDupConfig = NearDupConfig()) -> NearDupIndex:
-    """Pass 1 over the rows that survived the earlier steps."""
-    index = NearDupIndex(cfg)
-    for rec in records:
-        index.add(rec.seq, record_text(rec, cfg.fields))
-    index.finalize()
-    return index
-
-
-def apply_near_dup(records: Iterable[Record], index: NearDupIndex, counter: Counter[str],
-                   skip_unknown: bool = False) -> Iterator[tuple[Record, str | None]]:
-    """Pass 2 over the same rows in ascending seq: (record, "near_duplicate") or (record, None).
-    skip_unknown: silently pass over rows never added (already rejected upstream in pass 1),
-    so pass 2 can iterate the store directly instead of re-running the earlier steps."""
-    for rec in records:
-        if skip_unknown and rec.seq not in index:
-            continue
-        if index.resolve(rec.seq, record_text(rec, index.cfg.fields)) is None:
-            yield rec, None
-        else:
-            counter["near_duplicate"] += 1
-            yield rec, "near_duplicate"
-
-
-def near_dup_removals(docs: Iterable[tuple[int, str]], cfg: NearDupConfig = NearDupConfig()) -> dict[int, int]:
-    """In-memory convenience (tests, small data): removed seq -> kept seq, both passes."""
-    docs = sorted(docs)
-    index = NearDupIndex(cfg)
-    for seq, text in docs:
-        index.add(seq, text)
-    for seq, text in docs:
-        index.resolve(seq, text)
-    return dict(zip(index.removed, index.kept_by))
-

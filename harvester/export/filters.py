@@ -1,7 +1,7 @@
 """Quality filters: pure, per-record checks, each switchable and tunable via `FilterConfig`.
 
-`filter_reason(record, cfg)` names the first failing filter (None = keep); `apply_filters`
-streams (record, reason) pairs so the pipeline can write rejects beside the dataset.
+`filter_reason(record, cfg)` names the first failing filter (None = keep); the export's first pass
+(`analyze.Analyzer`) keeps it per row, so the pipeline can write rejects beside the dataset.
 
 Token counts are approximate and cheap: the teacher's reported `completion_tokens` when
 present, else ceil(UTF-8 bytes / 4) (~1 token per 4 bytes of English; CJK at 3 bytes/char
@@ -11,12 +11,10 @@ gives ~0.75 token/char, closer than a word count, which sees a Chinese paragraph
 from __future__ import annotations
 
 import re
-from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Iterator
 
-from harvester.export.dedup import normalized, normalized_words
+from harvester.export.text import normalized, normalized_words
 from harvester.store.rows import Record
 
 # Whole-phrase refusal / model-boilerplate list; matched case-insensitively, anywhere in the
@@ -232,13 +230,3 @@ def filter_reason(record: Record, cfg: FilterConfig = FilterConfig()) -> str | N
 @lru_cache(maxsize=16)
 def _placeholder_set(placeholders: tuple[str, ...]) -> frozenset[str]:
     return frozenset(p.strip().casefold() for p in placeholders)
-
-
-def apply_filters(records: Iterable[Record], cfg: FilterConfig,
-                  counter: Counter[str]) -> Iterator[tuple[Record, str | None]]:
-    """Yield every record with its drop reason (None = keep); count each drop by reason."""
-    for rec in records:
-        reason = filter_reason(rec, cfg)
-        if reason is not None:
-            counter[reason] += 1
-        yield rec, reason

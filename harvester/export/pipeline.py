@@ -36,7 +36,7 @@ from ..errors import ConfigError, HarvesterError
 from .analyze import KEEP, Analyzer, Decisions, Verdicts, decide, split_hash
 from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
-from .filters import DEFAULT_REFUSAL_PHRASES, FilterConfig
+from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
 from ..store.rows import Record
 from .staging import new_staging, swap_in
@@ -120,13 +120,16 @@ def promoted_to_test(v: Verdicts, test_size: float) -> tuple[set[int], str | Non
     return {int(v.seq[alive[int(np.argmin(v.bucket[alive]))]])}, None
 
 
+# export.filters settings named otherwise in FilterConfig; every other one (but `enabled`) is its namesake
+_FILTER_FIELD = {"max_repeated_share": "max_rep_share"}
+
+
 def filter_config(settings: Export) -> FilterConfig:
-    f = settings.filters
-    phrases = tuple(f.refusal_phrases) if f.refusal_phrases is not None else DEFAULT_REFUSAL_PHRASES
-    return FilterConfig(truncated=f.truncated, empty=f.empty, min_tokens=f.min_tokens, max_tokens=f.max_tokens,
-                        refusal=f.refusal, refusal_phrases=phrases, extra_refusal_phrases=tuple(f.extra_refusal_phrases),
-                        placeholder=f.placeholder, list_numbering=f.list_numbering, repetition=f.repetition,
-                        max_rep_share=f.max_repeated_share, prompt_echo=f.prompt_echo)
+    """The job file's `export.filters` as the filters take them (no refusal_phrases: the built-in list)."""
+    given = settings.filters.model_dump(exclude={"enabled"}, exclude_none=False)
+    if given["refusal_phrases"] is None:
+        del given["refusal_phrases"]
+    return FilterConfig(**{_FILTER_FIELD.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in given.items()})
 
 
 def load_decontaminator(settings: Export) -> Decontaminator | None:

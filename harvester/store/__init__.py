@@ -279,15 +279,6 @@ class Store:
         with self.write() as conn:
             return [ClaimedJob(r.id, r.request, r.attempts) for r in conn.execute(stmt)]
 
-    def release(self, owner: str, job_ids: Iterable[str]) -> None:
-        """Hand unsent jobs back to the queue at once (no need to wait for the lease to expire)."""
-        ids = list(job_ids)
-        if not ids:
-            return
-        with self.write() as conn:
-            conn.execute(J.update().where(J.c.id.in_(ids), J.c.status == "leased", J.c.lease_owner == owner)
-                         .values(status="pending", lease_owner=None, lease_expires=None))
-
     def release_owner(self, owner: str) -> None:
         """Hand back every job this worker still holds (run end, graceful stop)."""
         with self.write() as conn:
@@ -343,15 +334,6 @@ class Store:
                                 .values(status="pending", attempts=0, permanent=False, updated_at=time.time())
                                 ).rowcount
 
-    def renew_leases(self, owner: str, lease_seconds: float, run_id: int | None = None,
-                     **run_fields: Any) -> None:
-        """Extend a worker's leases; note a heartbeat (and `run_fields`) on its run."""
-        with self.write() as conn:
-            conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
-                         .values(lease_expires=time.time() + lease_seconds))
-            if run_id is not None:
-                conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=self._now(), **run_fields))
-
     # --- workers ------------------------------------------------------------------------
     def heartbeat(self, run_id: int, *, dead_after: float, renew: tuple[str, float, str] | None = None,
                   **run_fields: Any) -> tuple[float, list[dict[str, Any]]]:
@@ -368,12 +350,6 @@ class Store:
             now = conn.execute(RUN.update().where(RUN.c.id == run_id).values(heartbeat_at=self._now(), **run_fields)
                                .returning(RUN.c.heartbeat_at)).scalar_one()
             return now, self._live_workers(conn, now - dead_after, now)
-
-    def live_workers(self, dead_after: float) -> list[dict[str, Any]]:
-        """Runs not ended, heard from within `dead_after` seconds (by the store's clock)."""
-        with self.read() as conn:
-            now = conn.execute(sa.select(self._now())).scalar_one()
-            return self._live_workers(conn, now - dead_after, now)
 
     @staticmethod
     def _live_workers(conn: Connection, since: float, now: float | None = None) -> list[dict[str, Any]]:

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 U = Usage.__table__
 T = UsageTotal.__table__
 RUN = Run.__table__
-METRICS = ("requests", "input_tokens", "output_tokens", "tokens", "usd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +56,12 @@ class Overrun:
     reserved: float
 
 
+def amounts(requests: float, input_tokens: float, output_tokens: float, usd: float) -> dict[str, float]:
+    """What requests count towards each budget metric: the one list of metrics (see `metric_of`)."""
+    return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens,
+            "tokens": input_tokens + output_tokens, "usd": usd}
+
+
 def window_keys(run_id: int, day: str, month: str) -> dict[str, str]:
     return {"run": f"run:{run_id}", "day": f"day:{day}", "month": f"month:{month}", "total": "total"}
 
@@ -80,8 +85,7 @@ def reserve(store: "Store", *, run_id: int, job_id: str, day: str, month: str, i
             output_tokens: int, usd: float, budgets: list[Budget], now: float) -> Reservation | Overrun:
     keys = window_keys(run_id, day, month)
     needed = sorted({keys[b.window] for b in budgets} | set(keys.values()))
-    want = {"requests": 1, "input_tokens": input_tokens, "output_tokens": output_tokens,
-            "tokens": input_tokens + output_tokens, "usd": usd}
+    want = amounts(1, input_tokens, output_tokens, usd)
     with store.write() as conn:
         _ensure_windows(store, conn, needed)
         q = sa.select(T).where(T.c.window.in_(needed)).order_by(T.c.window)
