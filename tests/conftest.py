@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -70,6 +71,15 @@ def make_job(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def store_count(job: Path, sql: str) -> int:
+    """One count from the job's SQLite store (data/t.db beside the job file); 0 before it exists."""
+    try:
+        with sqlite3.connect(job.parent / "data" / "t.db", timeout=5) as c:
+            return c.execute(sql).fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:

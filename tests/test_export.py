@@ -14,7 +14,7 @@ from harvester import Harvester
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.export.source import StoreSource
-from harvester.store import AnswerRow, Store
+from harvester.store import AnswerRow
 from openai_rows import validate_openai_row
 
 ANSWERS = {

@@ -8,25 +8,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli, popen_cli
+from conftest import cli, popen_cli, store_count
 
 N = 160
 CONCURRENCY = 8
 LATENCY = 0.2           # long enough that requests are always in flight when the signal comes
-
-
-def _count(job: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(job.parent / "data" / "t.db", timeout=5) as c:
-            return c.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _wait_for(predicate, timeout: float = 60.0) -> None:
@@ -45,7 +36,7 @@ def test_signal_stops_gracefully_and_the_run_resumes(sig, sim_factory, make_job,
                    quota={"requests_total": 1_000_000})
     proc = popen_cli("run", str(job), "--quiet")
     try:
-        _wait_for(lambda: _count(job, "select count(*) from job where status = 'done'") >= 2 * CONCURRENCY)
+        _wait_for(lambda: store_count(job, "select count(*) from job where status = 'done'") >= 2 * CONCURRENCY)
         t_signal = time.time()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
@@ -64,11 +55,11 @@ def test_signal_stops_gracefully_and_the_run_resumes(sig, sim_factory, make_job,
     assert received_after == []                         # no new requests once the signal was handled
     assert answered_after                               # there were answers in flight ...
     stats = sim.stats()
-    done = _count(job, "select count(*) from job where status = 'done'")
+    done = store_count(job, "select count(*) from job where status = 'done'")
     assert done == stats["answered"] < N                # ... and every answer was recorded
-    assert _count(job, "select count(*) from attempt") == stats["requests"]
-    assert _count(job, "select count(*) from job where status = 'leased'") == 0     # leases handed back
-    assert _count(job, "select count(*) from run where exit_reason = 'interrupted' and ended_at is not null") == 1
+    assert store_count(job, "select count(*) from attempt") == stats["requests"]
+    assert store_count(job, "select count(*) from job where status = 'leased'") == 0     # leases handed back
+    assert store_count(job, "select count(*) from run where exit_reason = 'interrupted' and ended_at is not null") == 1
     quota = json.loads(cli("quota", str(job), "--json").stdout)["total"]
     assert quota["requests_reserved"] == 0 and quota["requests"] == stats["requests"]
 
@@ -77,7 +68,7 @@ def test_signal_stops_gracefully_and_the_run_resumes(sig, sim_factory, make_job,
     stats = sim.stats()
     assert stats["answered"] == N and stats["distinct_prompts_answered"] == N
     assert stats["prompts_answered_more_than_once"] == 0
-    assert _count(job, "select count(*) from job where status = 'done'") == N
+    assert store_count(job, "select count(*) from job where status = 'done'") == N
 
 
 def _running(pid: int) -> bool:

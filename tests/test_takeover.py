@@ -13,21 +13,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from conftest import cli, popen_cli
+from conftest import cli, popen_cli, store_count
 from harvester.store import Store
 from harvester.store.rows import JobSpec
 from harvester.workers import origin, process_gone
 
 N = 400
 CONCURRENCY = 8
-
-
-def _count(job: Path, sql: str) -> int:
-    try:
-        with sqlite3.connect(job.parent / "data" / "t.db", timeout=5) as c:
-            return c.execute(sql).fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def _status(job: Path) -> dict:
@@ -42,12 +34,12 @@ def test_a_rerun_after_kill_9_takes_back_the_dead_runs_jobs_and_finishes(sim_fac
     job = make_job(sim, n=N, teacher={"limits": {"max_concurrency": CONCURRENCY, "rpm": 60000}})
     proc = popen_cli("run", str(job), "--quiet")
     deadline = time.monotonic() + 60
-    while _count(job, "select count(*) from job where status = 'done'") < 40:
+    while store_count(job, "select count(*) from job where status = 'done'") < 40:
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=10)
-    leased = _count(job, "select count(*) from job where status = 'leased'")
+    leased = store_count(job, "select count(*) from job where status = 'leased'")
     assert leased > 0                                    # claimed ahead (prefetch) and in flight
     answered_at_kill = sim.stats()["answered"]
 
@@ -133,12 +125,12 @@ def test_a_stopped_worker_is_waited_for_then_taken_back_and_stops_when_it_wakes(
     job = make_job(sim, n=n, teacher={"limits": {"max_concurrency": 4, "rpm": 60000}})
     a = popen_cli("run", str(job), "--quiet")
     deadline = time.monotonic() + 60
-    while _count(job, "select count(*) from job where status = 'done'") < 10:
+    while store_count(job, "select count(*) from job where status = 'done'") < 10:
         assert time.monotonic() < deadline and a.poll() is None
         time.sleep(0.05)
     a.send_signal(signal.SIGSTOP)
     try:
-        held = _count(job, "select count(*) from job where status = 'leased'")
+        held = store_count(job, "select count(*) from job where status = 'leased'")
         assert held > 0
         b = cli("run", str(job), "--quiet", timeout=180)
         assert b.returncode == 0, b.stdout + b.stderr
