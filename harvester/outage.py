@@ -18,6 +18,7 @@ once a request was sent count too, but only over several different jobs: a promp
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 # What harvester.teacher calls a connection that never reached a server (not about any prompt).
@@ -32,6 +33,31 @@ NEVER_ATTEMPTS, NEVER_SPAN = 3, 2.0
 STREAK, DISTINCT_JOBS = 8, 4
 
 
+@dataclass
+class _Streak:
+    """Failed attempts in a row: how many, since when, of which kinds, and of which jobs (at most
+    `max_jobs` kept: only whether there were that many different ones matters)."""
+
+    max_jobs: int
+    count: int = 0
+    since: float | None = None           # when the first of them ended
+    kinds: Counter[str] = field(default_factory=Counter)
+    jobs: set[str] = field(default_factory=set)
+
+    def add(self, now: float, job_id: str, kind: str) -> None:
+        self.count += 1
+        if self.since is None:
+            self.since = now
+        self.kinds[kind] += 1
+        if len(self.jobs) < self.max_jobs:
+            self.jobs.add(job_id)
+
+    def clear(self) -> None:
+        self.count, self.since = 0, None
+        self.kinds.clear()
+        self.jobs.clear()
+
+
 class OutageWatch:
     """Failed and answered attempts, in the order they end. `after=None` never suspects."""
 
@@ -43,15 +69,14 @@ class OutageWatch:
         self.never_attempts = never_attempts
         self.never_span = never_span if after is None else min(never_span, after)
         self.heard = False                   # any HTTP answer (even an error status) in this run
-        self.silent = 0                      # connection failures in a row, while never heard from
-        self.silent_since: float | None = None
-        self.silent_kinds: Counter[str] = Counter()
-        self._silent_jobs: set[str] = set()
+        self._silent = _Streak(distinct_jobs)  # connection failures in a row, while never heard from
         self.last_message = ""
-        self.failures = 0                    # failed attempts since the last answer
-        self.since: float | None = None      # when the first of them ended
-        self.kinds: Counter[str] = Counter()
-        self._jobs: set[str] = set()         # jobs failed in the streak (at most distinct_jobs kept)
+        self._streak = _Streak(distinct_jobs)  # failed attempts since the last answer
+
+    @property
+    def failures(self) -> int:
+        """Failed attempts since the last answer."""
+        return self._streak.count
 
     def heard_from(self) -> None:
         """The server answered something (a 429): it is reachable; says nothing of being up."""
@@ -59,66 +84,59 @@ class OutageWatch:
 
     def answered(self) -> None:
         self.heard = True
-        self.failures, self.since = 0, None
-        self.kinds.clear()
-        self._jobs.clear()
+        self._streak.clear()
 
     def failed(self, now: float, job_id: str, kind: str, *, status: int | None = None, message: str = "") -> None:
         """A failed attempt; `status` is the HTTP status if the server answered at all."""
         if status is not None:
             self.heard = True
         elif not self.heard and (kind in UNREACHABLE or kind == DROPPED):
-            self.silent += 1
-            if self.silent_since is None:
-                self.silent_since = now
-            self.silent_kinds[kind] += 1
-            if len(self._silent_jobs) < self.distinct_jobs:
-                self._silent_jobs.add(job_id)
+            self._silent.add(now, job_id, kind)
             self.last_message = message or self.last_message or kind
-        self.failures += 1
-        if self.since is None:
-            self.since = now
-        self.kinds[kind] += 1
-        if len(self._jobs) < self.distinct_jobs:
-            self._jobs.add(job_id)
+        self._streak.add(now, job_id, kind)
 
     def _only_unreachable(self) -> bool:
-        return not self.heard and self.silent > 0 and set(self.silent_kinds) <= UNREACHABLE
+        return not self.heard and self._silent.count > 0 and set(self._silent.kinds) <= UNREACHABLE
 
     def suspect(self) -> bool:
         """Many different jobs failed in a row, or the teacher was never reached: do not let a job give
         up on the teacher now."""
         if self.after is None:
             return False
-        return (self.failures >= self.streak and len(self._jobs) >= self.distinct_jobs) or self._only_unreachable()
+        return self._long_streak() or self._only_unreachable()
+
+    def _long_streak(self) -> bool:
+        return self._streak.count >= self.streak and len(self._streak.jobs) >= self.distinct_jobs
 
     def unreachable(self, now: float) -> bool:
         """Never heard from, and only connection failures for `never_span` seconds: stop the run now."""
-        return (self.after is not None and not self.heard and self.silent >= self.never_attempts
-                and self.silent_since is not None and now - self.silent_since >= self.never_span
-                and (self._only_unreachable() or len(self._silent_jobs) >= self.distinct_jobs))
+        silent = self._silent
+        return (self.after is not None and not self.heard and silent.count >= self.never_attempts
+                and silent.since is not None and now - silent.since >= self.never_span
+                and (self._only_unreachable() or len(silent.jobs) >= self.distinct_jobs))
 
     def down(self, now: float) -> bool:
         """Suspect, and nothing answered for `after` seconds; or unreachable: stop the run."""
         if self.unreachable(now):
             return True
-        return (self.failures >= self.streak and len(self._jobs) >= self.distinct_jobs and self.after is not None
-                and self.since is not None and now - self.since >= self.after)
+        since = self._streak.since
+        return self._long_streak() and self.after is not None and since is not None and now - since >= self.after
 
     def describe(self, now: float) -> str:
         if self.unreachable(now):
-            span = now - self.silent_since if self.silent_since is not None else 0.0
-            kind = self.silent_kinds.most_common(1)[0][0]
+            silent = self._silent
+            span = now - silent.since if silent.since is not None else 0.0
+            kind = silent.kinds.most_common(1)[0][0]
             hint = {"dns": "is teacher.base_url's host name right?",
                     "tls": "does teacher.base_url's scheme (http or https) match the server, and is its "
                            "certificate valid?",
                     DROPPED: "is teacher.base_url a chat-completions server, and is a proxy in the way?"
                     }.get(kind, "is it running, and is teacher.base_url right?")
-            return (f"the teacher never answered: {self.last_message} ({self.silent} attempts in {span:.1f} s); "
+            return (f"the teacher never answered: {self.last_message} ({silent.count} attempts in {span:.1f} s); "
                     f"{hint} Stopped with the jobs pending: rerun to resume")
-        kinds = ", ".join(f"{k} x{n}" for k, n in self.kinds.most_common())
-        waited = now - self.since if self.since is not None else 0.0
-        return (f"the teacher answered nothing for {waited:.0f} s while {self.failures} attempts failed "
+        kinds = ", ".join(f"{k} x{n}" for k, n in self._streak.kinds.most_common())
+        waited = now - self._streak.since if self._streak.since is not None else 0.0
+        return (f"the teacher answered nothing for {waited:.0f} s while {self._streak.count} attempts failed "
                 f"({kinds}); it looks down: stopped with the unanswered jobs pending, rerun later to resume")
 
 
