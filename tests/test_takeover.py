@@ -115,6 +115,26 @@ def test_a_run_that_cannot_finish_every_job_is_not_done(sim, make_job) -> None:
     assert "Traceback" not in r.stderr
 
 
+def _stop_between_writes(proc, db: Path) -> None:
+    """SIGSTOP a run at a moment it holds no write lock. A process stopped inside a write
+    transaction blocks every writer until it wakes (SQLite has no way round that): that case is
+    not this test's, so stop again until the store is writable."""
+    import signal
+    for _ in range(200):
+        proc.send_signal(signal.SIGSTOP)
+        c = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            c.execute("BEGIN IMMEDIATE")
+            c.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.01)
+        finally:
+            c.close()
+    raise AssertionError("the run held the store's write lock at every try")
+
+
 def test_a_stopped_worker_is_waited_for_then_taken_back_and_stops_when_it_wakes(sim_factory, make_job) -> None:
     """SIGSTOP: the process lives on, silent. Another run waits while it counts as live (its
     heartbeat is fresh), takes its jobs back once it is silent for dead_after, and finishes them;
@@ -128,7 +148,7 @@ def test_a_stopped_worker_is_waited_for_then_taken_back_and_stops_when_it_wakes(
     while store_count(job, "select count(*) from job where status = 'done'") < 10:
         assert time.monotonic() < deadline and a.poll() is None
         time.sleep(0.05)
-    a.send_signal(signal.SIGSTOP)
+    _stop_between_writes(a, job.parent / "data" / "t.db")
     try:
         held = store_count(job, "select count(*) from job where status = 'leased'")
         assert held > 0

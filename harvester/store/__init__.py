@@ -116,7 +116,9 @@ class Store:
         try:
             self._migrate()
         except sa.exc.OperationalError as e:
-            raise StoreError(f"store {self.describe()}: cannot open ({e.orig})") from None
+            hint = (": another process has held its write lock for over a minute (a stopped or hung harvester? "
+                    "`harvester status` lists the workers)") if "locked" in str(e.orig) else ""
+            raise StoreError(f"store {self.describe()}: cannot open ({e.orig}){hint}") from None
 
     def describe(self) -> str:
         """The URL without a password: safe for messages."""
