@@ -22,6 +22,7 @@ from .config import Job
 from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
 from .hashing import content_hash
 from .outage import OutageWatch, RejectionWatch
+from .providers import CANCELLED, UNKNOWN_ERROR
 from .ratelimit import Permit, RateLimiter
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
@@ -276,17 +277,17 @@ class Crawler:
             try:
                 reservation = await asyncio.shield(reserving)
             except asyncio.CancelledError:
-                self.limiter.complete(permit, outcome="cancelled")
+                self.limiter.complete(permit, CANCELLED)
                 try:
                     self.writer.put(quota.settlement(await reserving, None, None, sent=False))
                 except Exception:  # noqa: BLE001 - not reserved (e.g. QuotaExceeded): nothing to release
                     pass
                 raise
             except BaseException:
-                self.limiter.complete(permit, outcome="cancelled")
+                self.limiter.complete(permit, CANCELLED)
                 raise
             if self._stopping:
-                self.limiter.complete(permit, outcome="cancelled")
+                self.limiter.complete(permit, CANCELLED)
                 self.writer.put(quota.settlement(reservation, None, None, sent=False))
                 raise _Stop
         task = asyncio.current_task()
@@ -298,10 +299,7 @@ class Crawler:
         try:
             reply = await self.teacher.complete(request)
         except TeacherError as e:
-            outcome = {429: "rate_limited", 503: "overloaded", 529: "overloaded"}.get(e.status or 0,
-                                                                                   "timeout" if e.kind == "timeout" else "error")
-            self.limiter.complete(permit, status=e.status, headers=e.headers, retry_after=e.retry_after,
-                                  outcome=outcome)
+            self.limiter.complete(permit, e.feedback or UNKNOWN_ERROR)
             if e.status == 429:
                 self.rate_limited += 1
                 self.outage.heard_from()
@@ -315,7 +313,7 @@ class Crawler:
                 self.writer.put(quota.settlement(reservation, None, None, billed_unknown=e.status is None))
             raise
         except BaseException:
-            self.limiter.complete(permit, outcome="error")
+            self.limiter.complete(permit, UNKNOWN_ERROR)
             if quota is not None:
                 self.writer.put(quota.settlement(reservation, None, None, billed_unknown=True))
             raise
@@ -324,8 +322,7 @@ class Crawler:
             self._sending.discard(task)
             self._wake.set()
         self.outage.answered()
-        self.limiter.complete(permit, status=reply.status, headers=reply.headers, prompt_tokens=reply.prompt_tokens,
-                              completion_tokens=reply.completion_tokens, latency=reply.latency, outcome="ok")
+        self.limiter.complete(permit, reply.feedback)
         if reply.prompt_tokens is not None:
             self.estimator.observe(est_in, reply.prompt_tokens)
         self.answered += 1

@@ -17,7 +17,10 @@ Messages never carry API keys: they are built from status codes, error codes and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the provider room imports nothing of ours at run time but its own modules
+    from .providers import Feedback
 
 
 class HarvesterError(Exception):
@@ -63,15 +66,20 @@ class Interrupted(HarvesterError):
 class TeacherError(HarvesterError):
     """One failed request. `kind` is a short class for counting (e.g. "http_503", "timeout")."""
 
-    def __init__(self, message: str, *, kind: str, status: int | None = None,
-                 retry_after: float | None = None, headers: Mapping[str, str] | None = None,
+    def __init__(self, message: str, *, kind: str, feedback: Feedback | None = None,
                  about_prompt: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.about_prompt = about_prompt  # the error names the prompt (too long, filtered), not the job file
-        self.status = status
-        self.retry_after = retry_after
-        self.headers = headers  # rate-limit headers of the failed response, for the limiter
+        self.feedback = feedback          # what the response said, parsed (harvester.providers.feedback)
+
+    @property
+    def status(self) -> int | None:
+        return self.feedback.status if self.feedback else None
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.feedback.retry_after if self.feedback else None
 
 
 class RetryableError(TeacherError):

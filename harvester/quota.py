@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from . import providers
 from .config import Job, Prices
 from .errors import ConfigError, QuotaExceeded
 from .store import Store, ledger
@@ -24,25 +25,14 @@ from .units import count_text, usd_text
 # a budget below this plus max_tokens can never admit a request.
 MIN_INPUT_BOUND = 16
 
-# USD per million tokens (input, output), as listed by the providers when read; the job file's
-# `quota.prices` overrides. Longest matching prefix of the model name wins.
-BUILTIN_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00), "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40),
-    "claude-3-5-haiku": (0.80, 4.00), "claude-3-5-sonnet": (3.00, 15.00), "claude-sonnet-4": (3.00, 15.00),
-    "claude-opus-4": (15.00, 75.00), "gemini-2.0-flash": (0.10, 0.40), "gemini-1.5-flash": (0.075, 0.30),
-    "gemini-2.5-pro": (1.25, 10.00), "deepseek-chat": (0.27, 1.10), "deepseek-reasoner": (0.55, 2.19),
-    "mistral-large": (2.00, 6.00), "mistral-small": (0.10, 0.30),
-}
-
 def prices_for(job: Job) -> Prices | None:
+    """The job file's `quota.prices`, else the built-in list price of its model (harvester.providers)."""
     if job.quota.prices is not None:
         return job.quota.prices
-    model = job.teacher.model.lower().split("/")[-1]
-    best = max((k for k in BUILTIN_PRICES if model.startswith(k)), key=len, default=None)
-    if best is None:
+    found = providers.price_for(job.teacher.model)
+    if found is None:
         return None
-    pin, pout = BUILTIN_PRICES[best]
+    _, (pin, pout) = found
     return Prices(input_per_mtok=pin, output_per_mtok=pout)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import socket
 import ssl
 import time
@@ -18,12 +17,10 @@ from typing import Any
 import httpx
 import openai
 
+from . import providers
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
-from .tokens import is_quota_exhausted, parse_retry_after, retry_delay_in_body
-
-RETRYABLE_STATUS = {408, 409, 425, 429}
-FATAL_STATUS = {401, 403}
+from .providers import Feedback
 
 
 @dataclass(slots=True)
@@ -35,7 +32,7 @@ class Reply:
     completion_tokens: int | None
     latency: float
     status: int
-    headers: httpx.Headers
+    feedback: Feedback                     # what the answer says for the limiter (its limits, usage)
     raw: dict[str, Any]                    # response id, fingerprint, usage details: never headers
     reasoning: str | None = None           # the reasoning trace, where the teacher returns one apart
 
@@ -46,6 +43,7 @@ class Teacher:
     def __init__(self, config: TeacherConfig, *, max_connections: int | None = None) -> None:
         self.config = config
         self._key = config.api_key()
+        self._reader = providers.reader(providers.identify(config.provider, config.base_url))
         conns = max_connections or config.limits.max_concurrency
         self._http = httpx.AsyncClient(
             limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
@@ -78,15 +76,18 @@ class Teacher:
         except openai.APIStatusError as e:
             raise self._classify_status(e) from None
         except openai.APITimeoutError as e:
-            if any(type(x).__name__ == "ConnectTimeout" for x in _chain(e)):
+            if any(type(x).__name__ == "ConnectTimeout" for x in _chain(e)):  # never reached: not a slow answer
                 raise RetryableError(self.scrub(f"no connection to {self.config.base_url} within "
-                                                f"{self._http.timeout.connect:g} s"), kind="connect_timeout") from None
-            raise RetryableError("the teacher did not answer within the timeout", kind="timeout") from None
+                                                f"{self._http.timeout.connect:g} s"), kind="connect_timeout",
+                                     feedback=providers.Reader.transport(timed_out=False)) from None
+            raise RetryableError("the teacher did not answer within the timeout", kind="timeout",
+                                 feedback=providers.Reader.transport(timed_out=True)) from None
         except openai.APIConnectionError as e:
             kind, what = connection_failure(e)
-            raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind) from None
+            raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind,
+                                 feedback=providers.Reader.transport(timed_out=False)) from None
         latency = time.monotonic() - start
-        headers, status = response.headers, response.status_code
+        status = response.status_code
         try:
             data = json.loads(response.content)
             choice = data["choices"][0]
@@ -100,44 +101,47 @@ class Teacher:
                 raise TypeError("unexpected types")
         except Exception as e:  # noqa: BLE001 - any garbage body is a transient fault of the server
             raise RetryableError(f"unparseable response body ({type(e).__name__})", kind="bad_body",
-                                 status=status, headers=headers) from None
+                                 feedback=self._bad_answer(response, latency)) from None
         if content is None and finish_reason == "length":
             content = ""  # max_tokens spent (often all on reasoning): paid for, and a retry would end the same;
             # kept as an answer, which the export's `truncated` filter drops
         if content is None or (not content.strip() and finish_reason == "content_filter"):
             if finish_reason == "content_filter":
                 raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
-                                     status=status, headers=headers, about_prompt=True)
+                                     feedback=self._bad_answer(response, latency), about_prompt=True)
             raise RetryableError("the response has no message content", kind="bad_body",
-                                 status=status, headers=headers)
+                                 feedback=self._bad_answer(response, latency))
         meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
         details = usage.get("completion_tokens_details")
         if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
             meta["reasoning_tokens"] = details["reasoning_tokens"]
         model = data.get("model")
+        feedback = self._reader.reply(status, response.headers, prompt_tokens=prompt_tokens,
+                                      completion_tokens=completion_tokens, latency=latency, now_wall=time.time())
         return Reply(content=content, finish_reason=finish_reason, model=model if isinstance(model, str) else None,
                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     latency=latency, status=status, headers=headers, raw=meta, reasoning=reasoning)
+                     latency=latency, status=status, feedback=feedback, raw=meta, reasoning=reasoning)
+
+    def _bad_answer(self, response: httpx.Response, latency: float) -> Feedback:
+        """A 2xx whose body is no usable answer: its headers still count, as an error for the limiter."""
+        ok = self._reader.reply(response.status_code, response.headers, prompt_tokens=None, completion_tokens=None,
+                                latency=latency, now_wall=time.time())
+        return Feedback("error", ok.status, limits=ok.limits, latency=latency, verdict="retry")
 
     def _classify_status(self, e: openai.APIStatusError) -> TeacherError:
         status = e.status_code
-        headers = e.response.headers
         body = e.body if e.body is not None else _safe_text(e.response)
-        detail = self.scrub(_error_detail(body))
+        fb = self._reader.failure(status, e.response.headers, body, now_wall=time.time())
+        detail = self.scrub(fb.detail)
         kind = f"http_{status}"
-        if is_quota_exhausted(status, body):
+        if fb.verdict == "fatal_billing":
             return FatalError(f"the teacher says the account's quota or billing limit is exhausted "
-                              f"(HTTP {status}: {detail}); retrying cannot help", kind="quota_exhausted",
-                              status=status, headers=headers)
-        if status in FATAL_STATUS:
-            return FatalError(f"HTTP {status}: {self._key_advice(status, detail)}", kind=kind, status=status,
-                              headers=headers)
-        if status in RETRYABLE_STATUS or status >= 500:
-            retry_after = parse_retry_after(headers)
-            return RetryableError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
-                                  retry_after=retry_delay_in_body(body) if retry_after is None else retry_after)
-        return PermanentError(f"HTTP {status}: {detail}", kind=kind, status=status, headers=headers,
-                              about_prompt=status == 413 or bool(_ABOUT_PROMPT.search(f"{detail} {_error_code(body)}")))
+                              f"(HTTP {status}: {detail}); retrying cannot help", kind="quota_exhausted", feedback=fb)
+        if fb.verdict == "fatal_auth":
+            return FatalError(f"HTTP {status}: {self._key_advice(status, detail)}", kind=kind, feedback=fb)
+        if fb.verdict == "retry":
+            return RetryableError(f"HTTP {status}: {detail}", kind=kind, feedback=fb)
+        return PermanentError(f"HTTP {status}: {detail}", kind=kind, feedback=fb, about_prompt=fb.about_prompt)
 
     def _key_advice(self, status: int, detail: str) -> str:
         """What a 401/403 means for this job file's key, and where to fix it."""
@@ -185,52 +189,11 @@ def connection_failure(e: BaseException) -> tuple[str, str]:
     return "connection", f"the connection dropped without an answer ({type(last).__name__})"
 
 
-# A 4xx whose words say the prompt itself is at fault (too long for the model, refused by a filter):
-# never taken for a wrong job file (harvester.outage.RejectionWatch), however many prompts get it.
-_ABOUT_PROMPT = re.compile(r"context.length|context.window|maximum context|too many tokens|prompt is too long|"
-                           r"input is too long|too long for|content.(policy|filter|management)|safety", re.I)
-
-
-def _error_code(body: Any) -> str:
-    err = body.get("error", body) if isinstance(body, dict) else None
-    return " ".join(str(err.get(k) or "") for k in ("code", "type")) if isinstance(err, dict) else ""
-
-
 def _safe_text(response: httpx.Response) -> str:
     try:
         return response.text[:500]
     except Exception:  # noqa: BLE001 - a body we cannot read says nothing more
         return ""
-
-
-def _error_detail(body: Any) -> str:
-    """The server's error message, short; never the whole body."""
-    if isinstance(body, dict) and "error" not in body and "detail" in body:
-        text = _fastapi_detail(body["detail"])   # FastAPI servers (transformers serve, many proxies)
-    elif isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            text = str(err.get("message") or err.get("code") or err.get("type") or "")
-        else:
-            text = str(err)
-    else:
-        text = str(body or "")
-    text = " ".join(text.split())
-    return (text[:200] + "…") if len(text) > 200 else (text or "no detail")
-
-
-def _fastapi_detail(detail: Any) -> str:
-    """FastAPI's `detail`: a text, or its validation errors `[{loc, msg, type}, ...]` as `loc: msg; ...`."""
-    if not isinstance(detail, list):
-        return str(detail if detail is not None else "")
-    parts = []
-    for item in detail:
-        if isinstance(item, dict):
-            loc = ".".join(str(p) for p in item.get("loc") or [] if p != "body")
-            parts.append(f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", "")))
-        else:
-            parts.append(str(item))
-    return "; ".join(parts)
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:

@@ -8,69 +8,30 @@ block always overrides it, field by field.
 from __future__ import annotations
 
 import ipaddress
-import re
-from datetime import date
 from urllib.parse import urlparse
 
+from . import providers
 from .config import Teacher, Terms, did_you_mean
 from .errors import TermsRefused
 
-READ_ON = date(2026, 11, 28)
-
-# provider → (position, conditions, source)
+# provider name → its built-in position (harvester.providers: one row per provider module)
 KNOWN: dict[str, Terms] = {
-    "openai": Terms(provider="openai", terms_url="https://openai.com/policies/terms-of-use/", checked_on=READ_ON,
-                    training_use="forbidden", conditions="The terms forbid using output to develop models that "
-                    "compete with OpenAI, and forbid circumventing rate limits."),
-    "anthropic": Terms(provider="anthropic", terms_url="https://www.anthropic.com/legal/commercial-terms",
-                       checked_on=READ_ON, training_use="conditional",
-                       conditions="Training models on outputs (distillation) requires Anthropic's prior "
-                       "authorization."),
-    "google": Terms(provider="google", terms_url="https://ai.google.dev/gemini-api/terms", checked_on=READ_ON,
-                    training_use="forbidden", conditions="The Gemini API terms forbid using the services to "
-                    "develop models that compete with Google's."),
-    "meta-llama-3.0": Terms(provider="meta-llama-3.0", terms_url="https://www.llama.com/llama3/license/",
-                            checked_on=READ_ON, training_use="forbidden",
-                            conditions="The Llama 3 license forbids using outputs to improve any other large "
-                            "language model (other than Llama 3 derivatives)."),
-    "meta-llama": Terms(provider="meta-llama", terms_url="https://www.llama.com/llama3_1/license/",
-                        checked_on=READ_ON, training_use="conditional",
-                        conditions="Llama 3.1+ allows training on outputs, but a model so trained must have "
-                        "\"Llama\" at the start of its name, and the license's attribution rules apply."),
-    "mistral": Terms(provider="mistral", terms_url="https://mistral.ai/terms", checked_on=READ_ON,
-                     training_use="conditional", conditions="Mistral's terms restrict using outputs to train "
-                     "competing models; open-weight models follow their own licenses (e.g. Apache-2.0)."),
-    "deepseek": Terms(provider="deepseek", terms_url="https://platform.deepseek.com/downloads/"
-                      "DeepSeek%20Open%20Platform%20Terms%20of%20Service.html", checked_on=READ_ON,
-                      training_use="allowed", conditions="DeepSeek's API terms allow using outputs, "
-                      "including for distillation."),
-    "qwen": Terms(provider="qwen", terms_url="https://www.alibabacloud.com/help/en/model-studio/", checked_on=READ_ON,
-                  training_use="conditional", conditions="Alibaba Cloud Model Studio's terms and each Qwen "
-                  "model's license govern output use; some Qwen licenses require attribution or restrict "
-                  "training other models."),
-    "simulator": Terms(provider="simulator", terms_url=None, checked_on=READ_ON, training_use="allowed",
-                       conditions="harvester's own simulator: synthetic answers, no terms."),
-}
-
-_HOSTS = {
-    "api.openai.com": "openai", "api.anthropic.com": "anthropic",
-    "generativelanguage.googleapis.com": "google", "api.deepseek.com": "deepseek", "api.mistral.ai": "mistral",
-    "dashscope.aliyuncs.com": "qwen", "dashscope-intl.aliyuncs.com": "qwen",
-}
-_ALIASES = {"gemini": "google", "google-gemini": "google", "llama": "meta-llama", "meta": "meta-llama",
-            "sim": "simulator", "harvester-sim": "simulator", "alibaba": "qwen"}
+    p.name: Terms(provider=p.name, terms_url=p.terms.url, checked_on=p.terms.read_on,
+                  training_use=p.terms.training_use, conditions=p.terms.conditions)
+    for p in providers.PROVIDERS if p.terms is not None}
 
 
 def provider_for(teacher: Teacher) -> str | None:
-    """The provider the job names, or the one its base_url belongs to."""
+    """The name of the provider whose terms apply: the one the job names (a name the table does not
+    know stays as given), or the one its base_url belongs to, if that provider has terms of its own."""
     named = (teacher.terms.provider if teacher.terms and teacher.terms.provider else teacher.provider)
-    if named:
-        key = _ALIASES.get(named.lower(), named.lower())
-        if key == "meta-llama" and re.search(r"llama[-_ ]?3(?![.\d])|llama[-_ ]?3[.-]0", teacher.model, re.I):
-            return "meta-llama-3.0"
-        return key
-    host = (urlparse(teacher.base_url).hostname or "").lower()
-    return _HOSTS.get(host)
+    found = providers.named(named) if named else providers.at(teacher.base_url)
+    if found is None:
+        return named.lower() if named else None
+    for pattern, other in found.terms_by_model:   # e.g. Llama 3.0's older licence
+        if pattern.search(teacher.model):
+            return other
+    return found.name if named or found.terms is not None else None
 
 
 def is_local(base_url: str) -> bool:

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import heapq
-import json
 import random
-from email.utils import formatdate
 
-import httpx
 import pytest
 
-from harvester.ratelimit import (
-    CONCURRENCY_HINT,
-    Permit,
-    RateLimiter,
-    is_quota_exhausted,
-    parse_reset,
-    parse_retry_after,
-)
-from harvester.tokens import TokenEstimator, retry_delay_in_body
+from harvester.providers import Feedback, LimitHint
+from harvester.ratelimit import CONCURRENCY_HINT, Permit, RateLimiter
+from harvester.tokens import TokenEstimator
 
 
 class FakeClock:
@@ -31,7 +22,7 @@ class FakeClock:
 
 def limiter(clock: FakeClock, **kw) -> RateLimiter:
     kw.setdefault("probe", 0)   # most tests are not about the first-response probe
-    return RateLimiter(clock=clock, wall_clock=lambda: 1_700_000_000.0, **kw)
+    return RateLimiter(clock=clock, **kw)
 
 
 def drain(rl: RateLimiter, clock: FakeClock, seconds: float, inp: int = 10, out: int = 10,
@@ -46,7 +37,7 @@ def drain(rl: RateLimiter, clock: FakeClock, seconds: float, inp: int = 10, out:
         r = rl.try_acquire(inp, out)
         if isinstance(r, Permit):
             got.append(r)
-            rl.complete(r, status=200, prompt_tokens=inp, completion_tokens=out, latency=0.1)
+            rl.complete(r, Feedback("ok", status=200, prompt_tokens=inp, completion_tokens=out, latency=0.1))
             continue
         assert r > 0
         clock.now += (r if step is None else step) + (rnd.uniform(0, late) if late else 0.0)
@@ -65,74 +56,6 @@ def max_in_window(times: list[float], width: float = 1.0, weights: list[float] |
             lo += 1
         best = max(best, total)
     return best
-
-
-# --------------------------------------------------------------------------- parsing
-
-@pytest.mark.parametrize("value,expected", [
-    ("1s", 1.0), ("6m0s", 360.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5s", 0.5),
-    ("1.5s", 1.5), ("59.6s", 59.6), ("2", 2.0), (" 7s ", 7.0), ("100us", 1e-4),
-])
-def test_parse_reset_durations(value: str, expected: float) -> None:
-    assert parse_reset(value) == pytest.approx(expected)
-
-
-@pytest.mark.parametrize("value", ["", "soon", "1x", "s", "1s2", "-"])
-def test_parse_reset_garbage_is_none(value: str) -> None:
-    assert parse_reset(value) is None
-
-
-def test_parse_reset_timestamps_are_relative_to_now() -> None:
-    now = 1_700_000_000.0      # 2023-11-14T22:13:20Z
-    assert parse_reset("2023-11-14T22:13:25Z", now_wall=now) == pytest.approx(5.0)
-    assert parse_reset("2023-11-14T22:13:20.5+00:00", now_wall=now) == pytest.approx(0.5)
-    assert parse_reset("2023-11-14T22:13:00Z", now_wall=now) == 0.0     # already past
-    assert parse_reset("1700000003", now_wall=now) == pytest.approx(3.0)  # epoch seconds
-
-
-def test_parse_retry_after() -> None:
-    now = 1_700_000_000.0
-    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5   # ms wins
-    assert parse_retry_after({"retry-after": "3"}) == 3.0
-    assert parse_retry_after({"Retry-After": "4"}) == 4.0                            # mixed-case dict
-    assert parse_retry_after(httpx.Headers({"Retry-After-Ms": "250"})) == 0.25
-    assert parse_retry_after({"retry-after": formatdate(now + 7, usegmt=True)}, now_wall=now) == pytest.approx(7.0)
-    assert parse_retry_after({"retry-after": "whenever"}) is None
-    assert parse_retry_after({}) is None
-
-
-def test_is_quota_exhausted() -> None:
-    openai_quota = {"error": {"message": "You exceeded your current quota, please check your plan and billing "
-                                         "details.", "type": "insufficient_quota", "code": "insufficient_quota"}}
-    assert is_quota_exhausted(429, openai_quota)
-    assert is_quota_exhausted(429, '{"error": {"code": "insufficient_quota"}}')
-    assert is_quota_exhausted(403, {"error": {"code": "billing_hard_limit_reached"}})
-    assert is_quota_exhausted(429, "Rate limit reached for gpt-4o-mini on requests per day (RPD): Limit 200")
-    assert is_quota_exhausted(400, {"error": {"message": "Your credit balance is too low to access the API."}})
-    assert is_quota_exhausted(402, None)
-    rate_limit = {"error": {"message": "Rate limit reached for gpt-4o on tokens per min (TPM): Limit 30000, "
-                                       "Used 29000. Please try again in 2s.", "code": "rate_limit_exceeded"}}
-    assert not is_quota_exhausted(429, rate_limit)
-    assert not is_quota_exhausted(429, "Quota exceeded for metric: generate_content_requests per minute")
-    # Gemini's OpenAI-compatible endpoint: OpenAI's quota sentence for a per-minute limit (a list body) ...
-    gemini = [{"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": (
-        "You exceeded your current quota, please check your plan and billing details. * Quota exceeded for "
-        "metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 10. "
-        "Please retry in 36.239822151s."), "details": [
-            {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-                {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
-            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "36s"}]}}]
-    assert not is_quota_exhausted(429, gemini)
-    assert retry_delay_in_body(gemini) == pytest.approx(36.24, abs=0.01)       # the first one stated
-    # ... and for the day's quota, which no retry within the run can fix
-    daily = json.loads(json.dumps(gemini).replace("PerMinute", "PerDay"))
-    assert is_quota_exhausted(429, daily)
-    assert retry_delay_in_body("Please try again in 20ms.") == 0.02
-    assert retry_delay_in_body({"error": {"message": "Rate limit. Please retry in 1.5s"}}) == 1.5
-    assert retry_delay_in_body({"error": {"message": "slow down"}}) is None and retry_delay_in_body(None) is None
-    assert not is_quota_exhausted(429, None)
-    assert not is_quota_exhausted(403, {"error": {"message": "Project does not have access to model"}})
-    assert not is_quota_exhausted(500, openai_quota)
 
 
 # --------------------------------------------------------------------------- pacing
@@ -206,10 +129,10 @@ def test_concurrency_cap_and_release() -> None:
     r = rl.try_acquire(1, 1)
     assert r == CONCURRENCY_HINT and 0 < r < 0.5
     assert rl.snapshot()["in_flight"] == 3
-    rl.complete(permits[0], status=200, prompt_tokens=1, completion_tokens=1)
+    rl.complete(permits[0], Feedback("ok", status=200, prompt_tokens=1, completion_tokens=1))
     assert isinstance(rl.try_acquire(1, 1), Permit)
-    rl.complete(permits[1], status=200)
-    rl.complete(permits[1], status=200)      # a second completion must not free a second slot
+    rl.complete(permits[1], Feedback("ok", status=200))
+    rl.complete(permits[1], Feedback("ok", status=200))      # a second completion must not free a second slot
     assert rl.snapshot()["in_flight"] == 2
 
 
@@ -222,7 +145,7 @@ def test_first_response_probe_caps_in_flight() -> None:
         clock.now += 0.001                   # 10 requests/ms: only the probe holds them back
     assert all(isinstance(p, Permit) for p in permits[:8]) and permits[8] == CONCURRENCY_HINT
     assert rl.snapshot()["probing"]
-    rl.complete(permits[0], status=200)
+    rl.complete(permits[0], Feedback("ok", status=200))
     assert rl.snapshot()["concurrency_cap"] is None   # known limits: no cap once probed
     clock.now += 0.01
     assert isinstance(rl.try_acquire(1, 1), Permit)
@@ -237,7 +160,7 @@ def test_refund_of_unused_tokens_admits_more_sooner() -> None:
         a, b = rl.try_acquire(100, 300), rl.try_acquire(100, 300)
         assert isinstance(a, Permit) and isinstance(b, Permit) and a.tokens == 400
         for p in (a, b):
-            rl.complete(p, status=200, prompt_tokens=100, completion_tokens=actual_completion)
+            rl.complete(p, Feedback("ok", status=200, prompt_tokens=100, completion_tokens=actual_completion))
         r = rl.try_acquire(100, 300)
         return 0.0 if isinstance(r, Permit) else r
 
@@ -252,24 +175,22 @@ def test_unknown_usage_keeps_the_reservation_and_cancelled_is_refunded() -> None
     p = rl.try_acquire(10, 10)
     assert isinstance(p, Permit)
     assert rl.try_acquire(10, 10) == pytest.approx(1.0)
-    rl.complete(p, outcome="error")          # it may have reached the server: still counted
+    rl.complete(p, Feedback("error"))          # it may have reached the server: still counted
     assert rl.try_acquire(10, 10) == pytest.approx(1.0)
     clock.now += 1.0
     q = rl.try_acquire(10, 10)
     assert isinstance(q, Permit)
-    rl.complete(q, outcome="cancelled")      # never sent: the slot comes back at once
+    rl.complete(q, Feedback("cancelled"))      # never sent: the slot comes back at once
     assert isinstance(rl.try_acquire(10, 10), Permit)
 
 
-# --------------------------------------------------------------------------- headers
+# --------------------------------------------------------------------------- stated limits
+# (what headers say, parsed: harvester.providers.feedback; tests/test_feedback.py reads the headers)
 
-def openai_headers(limit: int, remaining: int, reset: str, tokens: tuple[int, int, str] | None = None) -> dict:
-    h = {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
-         "x-ratelimit-reset-requests": reset}
-    if tokens:
-        h |= {"x-ratelimit-limit-tokens": str(tokens[0]), "x-ratelimit-remaining-tokens": str(tokens[1]),
-              "x-ratelimit-reset-tokens": tokens[2]}
-    return h
+def requests_left(limit: float, remaining: float, reset: float,
+                  tokens: tuple[float, float, float] | None = None) -> tuple[LimitHint, ...]:
+    hints = (LimitHint("requests", limit, remaining, reset),)
+    return hints + ((LimitHint("tokens", *tokens),) if tokens else ())
 
 
 def test_remaining_zero_blocks_until_reset() -> None:
@@ -277,7 +198,7 @@ def test_remaining_zero_blocks_until_reset() -> None:
     rl = limiter(clock, rpm=600)
     p = rl.try_acquire(10, 10)
     clock.now += 0.3
-    rl.complete(p, status=200, headers=openai_headers(600, 0, "2s"), prompt_tokens=10, completion_tokens=10)
+    rl.complete(p, Feedback("ok", 200, limits=requests_left(600, 0, 2.0), prompt_tokens=10, completion_tokens=10))
     wait = rl.try_acquire(10, 10)
     assert wait == pytest.approx(1.7)        # the window reported ends 2 s after we sent
     clock.now += 1.0
@@ -295,7 +216,7 @@ def test_remaining_counts_what_we_sent_since() -> None:
         assert isinstance(rl.try_acquire(1, 1), Permit)
     clock.now += 0.02
     # The server says 3 remain as of `first`; we have sent 3 more since: nothing left till reset.
-    rl.complete(first, status=200, headers=openai_headers(6000, 3, "500ms"))
+    rl.complete(first, Feedback("ok", 200, limits=requests_left(6000, 3, 0.5)))
     assert rl.try_acquire(1, 1) == pytest.approx(0.42)
 
 
@@ -304,7 +225,7 @@ def test_stale_headers_are_ignored() -> None:
     rl = limiter(clock, rpm=600)
     p = rl.try_acquire(10, 10)
     clock.now += 3.0                         # the reported window (1 s) ended long ago
-    rl.complete(p, status=200, headers=openai_headers(600, 0, "1s"))
+    rl.complete(p, Feedback("ok", 200, limits=requests_left(600, 0, 1.0)))
     assert isinstance(rl.try_acquire(10, 10), Permit)
 
 
@@ -314,8 +235,8 @@ def test_limits_learned_from_headers_when_none_configured() -> None:
     assert rl.snapshot()["limits"]["rpm"]["source"] == "learned"
     p = rl.try_acquire(100, 100)
     clock.now += 0.3
-    rl.complete(p, status=200, headers=httpx.Headers(
-        openai_headers(3000, 2999, "20ms", tokens=(2_000_000, 1_999_800, "6ms"))), latency=0.3)
+    rl.complete(p, Feedback("ok", 200, limits=requests_left(3000, 2999, 0.02, tokens=(2_000_000, 1_999_800, 0.006)),
+                            latency=0.3))
     snap = rl.snapshot()
     assert snap["limits"]["rpm"]["value"] == 3000 and snap["limits"]["rpm"]["source"] == "headers"
     assert snap["limits"]["tpm"]["value"] == 2_000_000 and snap["limits"]["tpm"]["source"] == "headers"
@@ -324,28 +245,22 @@ def test_limits_learned_from_headers_when_none_configured() -> None:
     assert 490 <= len(times) <= 500 and max_in_window(times) <= 50
 
 
-def test_anthropic_headers() -> None:
+def test_input_and_output_token_limits() -> None:
     clock = FakeClock()
     rl = limiter(clock)
-    wall = 1_700_000_000.0                   # the limiter's wall clock in these tests
     p = rl.try_acquire(100, 100)
-    h = {}
-    for kind, limit in (("requests", 50), ("input-tokens", 40_000), ("output-tokens", 8_000)):
-        h[f"anthropic-ratelimit-{kind}-limit"] = str(limit)
-        h[f"anthropic-ratelimit-{kind}-remaining"] = str(limit - 1)
-        h[f"anthropic-ratelimit-{kind}-reset"] = "2023-11-14T22:13:21Z"   # 1 s after `wall`
-    rl.complete(p, status=200, headers=h)
+    rl.complete(p, Feedback("ok", 200, limits=tuple(LimitHint(dim, limit, limit - 1, 1.0) for dim, limit in (
+        ("requests", 50), ("input_tokens", 40_000), ("output_tokens", 8_000)))))
     lim = rl.snapshot()["limits"]
     assert lim["rpm"]["value"] == 50 and lim["rpm"]["source"] == "headers"
     assert lim["input_tpm"]["value"] == 40_000 and lim["output_tpm"]["value"] == 8_000
-    assert parse_reset(h["anthropic-ratelimit-requests-reset"], now_wall=wall) == 1.0
 
 
 def test_too_high_config_is_corrected_by_the_limit_header() -> None:
     clock = FakeClock()
     rl = limiter(clock, rpm=30_000, tpm=20_000_000)
     p = rl.try_acquire(10, 10)
-    rl.complete(p, status=200, headers=openai_headers(3000, 2999, "20ms", tokens=(2_000_000, 1_999_980, "1ms")))
+    rl.complete(p, Feedback("ok", 200, limits=requests_left(3000, 2999, 0.02, tokens=(2_000_000, 1_999_980, 0.001))))
     lim = rl.snapshot()["limits"]
     assert (lim["rpm"]["value"], lim["rpm"]["source"]) == (3000, "headers")
     assert (lim["tpm"]["value"], lim["tpm"]["source"]) == (2_000_000, "headers")
@@ -357,28 +272,18 @@ def test_lower_config_wins_over_the_header() -> None:
     clock = FakeClock()
     rl = limiter(clock, rpm=1000)
     p = rl.try_acquire(10, 10)
-    rl.complete(p, status=200, headers=openai_headers(3000, 2999, "20ms"))
+    rl.complete(p, Feedback("ok", 200, limits=requests_left(3000, 2999, 0.02)))
     assert rl.snapshot()["limits"]["rpm"] == {"value": 1000, "source": "config", "effective": pytest.approx(995)}
 
 
-def test_a_per_day_limit_header_is_not_taken_as_per_minute() -> None:
+def test_a_limit_over_a_longer_window_is_not_paced_at() -> None:
     clock = FakeClock()
     rl = limiter(clock)
     p = rl.try_acquire(10, 10)
-    rl.complete(p, status=200, headers=openai_headers(14_400, 14_000, "2h46m40s"))
-    assert rl.snapshot()["limits"]["rpm"]["source"] == "learned"
-    # Early in the day (Groq: requests per day and tokens per minute under the same names) the
-    # reset is short, but refilling 1 request in 6 s means a day's window; the tokens are per minute.
-    rl = limiter(clock)
-    p = rl.try_acquire(10, 10)
-    rl.complete(p, status=200, headers=openai_headers(14_400, 14_399, "6s", tokens=(18_000, 17_900, "333ms")))
+    rl.complete(p, Feedback("ok", 200, limits=(LimitHint("requests", 14_400, 14_399, 6.0, per_minute=False),
+                                               LimitHint("tokens", 18_000, 17_900, 0.333))))
     lim = rl.snapshot()["limits"]
     assert lim["rpm"] is None and (lim["tpm"]["value"], lim["tpm"]["source"]) == (18_000, "headers")
-    # A per-minute limit whose reset is rounded up to whole seconds is still per minute.
-    rl = limiter(clock)
-    p = rl.try_acquire(10, 10)
-    rl.complete(p, status=200, headers=openai_headers(4_000, 3_999, "1s"))
-    assert (rl.snapshot()["limits"]["rpm"]["value"], rl.snapshot()["limits"]["rpm"]["source"]) == (4_000, "headers")
 
 
 # --------------------------------------------------------------------------- 429
@@ -391,13 +296,13 @@ def test_429_pauses_every_caller_then_resumes_reduced_and_recovers() -> None:
         permits.append(rl.try_acquire(10, 10))
         clock.now += 0.2
     assert all(isinstance(p, Permit) for p in permits)
-    rl.complete(permits[0], status=429, retry_after=3.0, outcome="rate_limited")
+    rl.complete(permits[0], Feedback("rate_limited", status=429, retry_after=3.0))
     for _ in range(5):                       # every caller is told to wait until the pause ends
         assert rl.try_acquire(10, 10) == pytest.approx(3.0)
     snap = rl.snapshot()
     assert snap["rate_limited"] == 1 and snap["paused_for"] == pytest.approx(3.0)
     # The other requests of the same episode count but do not cut the rate again.
-    rl.complete(permits[1], status=429, headers={"retry-after": "1"}, outcome="rate_limited")
+    rl.complete(permits[1], Feedback("rate_limited", 429, retry_after=1.0))
     assert rl.snapshot()["rate_limited"] == 2
     clock.now += 3.0
     assert rl.snapshot()["effective_rpm"] == pytest.approx(600 * 0.7 * 0.995)
@@ -410,15 +315,15 @@ def test_429_pauses_every_caller_then_resumes_reduced_and_recovers() -> None:
     assert len(tail) >= 48
 
 
-def test_429_wait_from_headers_and_reset() -> None:
+def test_429_wait_from_retry_after_and_reset() -> None:
     clock = FakeClock()
     rl = limiter(clock, rpm=600)
     p = rl.try_acquire(10, 10)
-    rl.complete(p, status=429, headers=httpx.Headers({"Retry-After-Ms": "1250"}), outcome="rate_limited")
+    rl.complete(p, Feedback("rate_limited", 429, retry_after=1.25))
     assert rl.try_acquire(10, 10) == pytest.approx(1.25)
     clock.now += 2.0
     q = rl.try_acquire(10, 10)
-    rl.complete(q, status=429, headers=openai_headers(600, 0, "4s"), outcome="rate_limited")
+    rl.complete(q, Feedback("rate_limited", 429, limits=requests_left(600, 0, 4.0)))
     assert rl.try_acquire(10, 10) == pytest.approx(4.0)
 
 
@@ -437,9 +342,9 @@ def run_hidden_limit(seconds: float, per_second: int = 50, seed: int = 1) -> tup
         while pending and pending[0][0] <= clock.now:
             _, _, p, ok, lat = heapq.heappop(pending)
             if ok:
-                rl.complete(p, status=200, prompt_tokens=50, completion_tokens=200, latency=lat)
+                rl.complete(p, Feedback("ok", status=200, prompt_tokens=50, completion_tokens=200, latency=lat))
             else:
-                rl.complete(p, status=429, outcome="rate_limited")
+                rl.complete(p, Feedback("rate_limited", status=429))
         r = rl.try_acquire(50, 256)
         if isinstance(r, Permit):
             sec = int(clock.now)
@@ -478,7 +383,7 @@ def test_aimd_backs_off_on_bursts_of_overload_and_timeouts_only() -> None:
         while not isinstance(p, Permit):
             clock.now += p
             p = rl.try_acquire(10, 10)
-        rl.complete(p, status=503 if outcome == "overloaded" else None, outcome=outcome)
+        rl.complete(p, Feedback(outcome, status=503 if outcome == "overloaded" else None))
 
     before = rl.snapshot()["effective_rpm"]
     assert before > 4 * 60 * 2
@@ -499,7 +404,7 @@ def test_known_limits_ignore_server_faults() -> None:
         while not isinstance(p, Permit):
             clock.now += p
             p = rl.try_acquire(10, 10)
-        rl.complete(p, status=503, outcome="overloaded")
+        rl.complete(p, Feedback("overloaded", status=503))
     assert rl.snapshot()["effective_rpm"] == before and rl.snapshot()["throttle"] == 1.0
 
 
@@ -517,7 +422,7 @@ def test_adaptive_concurrency_does_not_run_away_on_a_batch_bound_server() -> Non
             job[0] -= speed * tick
             if job[0] <= 0:
                 del active[key]
-                rl.complete(job[2], status=200, prompt_tokens=10, completion_tokens=10, latency=clock.now - job[1])
+                rl.complete(job[2], Feedback("ok", status=200, prompt_tokens=10, completion_tokens=10, latency=clock.now - job[1]))
                 done += 1 if clock.now >= 30.0 else 0
         while isinstance(p := rl.try_acquire(10, 10), Permit):
             active[p.seq] = [1.0, clock.now, p]
@@ -538,7 +443,7 @@ def test_snapshot_reports_what_a_display_needs() -> None:
     assert snap["limits"]["tpm"]["source"] == "config"
     assert snap["in_flight"] == 1 and snap["concurrency_cap"] == 4 and snap["concurrency_source"] == "config"
     assert snap["rate_limited"] == 0 and snap["paused_until"] is None
-    rl.complete(p, status=429, retry_after=2.0, outcome="rate_limited")
+    rl.complete(p, Feedback("rate_limited", status=429, retry_after=2.0))
     snap = rl.snapshot()
     assert snap["paused_until"] == pytest.approx(clock.now + 2.0) and snap["rate_limited"] == 1
     assert snap["outcomes"]["rate_limited"] == 1 and snap["in_flight"] == 0

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import cli
+from harvester.providers import Feedback, LimitHint
 from harvester.ratelimit import SHARED_JITTER, Permit, RateLimiter
 from harvester.workers import Peers, dead_after, heartbeat_interval, origin, process_gone
 from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
@@ -28,7 +29,7 @@ class FakeClock:
 
 def limiter(clock: FakeClock, **kw) -> RateLimiter:
     kw.setdefault("probe", 0)
-    return RateLimiter(clock=clock, wall_clock=lambda: 1_700_000_000.0, **kw)
+    return RateLimiter(clock=clock, **kw)
 
 
 def max_per_second(times: list[float], width: float = 1.0) -> int:
@@ -55,7 +56,7 @@ def run_together(limiters: list[RateLimiter], clock: FakeClock, seconds: float, 
         r = limiters[i].try_acquire(10, 10)
         if isinstance(r, Permit):
             times.append(clock.now)
-            limiters[i].complete(r, status=200, prompt_tokens=10, completion_tokens=10, latency=0.05)
+            limiters[i].complete(r, Feedback("ok", status=200, prompt_tokens=10, completion_tokens=10, latency=0.05))
             heapq.heappush(wake, (clock.now, i))
         else:
             heapq.heappush(wake, (clock.now + r + rnd.uniform(0, 0.005), i))
@@ -105,9 +106,7 @@ def test_header_limits_are_scaled_but_remaining_is_not_scaled_again() -> None:
     rl.set_share(0.5)
     p = rl.try_acquire(1, 1)
     clock.now += 0.01
-    rl.complete(p, status=200, headers={"x-ratelimit-limit-requests": "6000",
-                                        "x-ratelimit-remaining-requests": "5000",
-                                        "x-ratelimit-reset-requests": "1s"}, latency=0.01)
+    rl.complete(p, Feedback("ok", 200, limits=(LimitHint("requests", 6000, 5000, 1.0),), latency=0.01))
     lim = rl.snapshot()["limits"]["rpm"]
     assert (lim["value"], lim["source"]) == (6000, "headers")
     assert lim["effective"] == pytest.approx(3000 * 0.995)            # half of the key's limit
@@ -115,13 +114,11 @@ def test_header_limits_are_scaled_but_remaining_is_not_scaled_again() -> None:
     clock.now += 0.5                                                   # the bucket refills (~5 held)
     q = rl.try_acquire(1, 1)
     assert isinstance(q, Permit)
-    rl.complete(q, status=200, headers={"x-ratelimit-limit-requests": "6000",
-                                        "x-ratelimit-remaining-requests": "2",
-                                        "x-ratelimit-reset-requests": "1s"}, latency=0.01)
+    rl.complete(q, Feedback("ok", 200, limits=(LimitHint("requests", 6000, 2, 1.0),), latency=0.01))
     got = 0
     while isinstance(r := rl.try_acquire(1, 1), Permit):
         got += 1
-        rl.complete(r, status=200, latency=0.01)
+        rl.complete(r, Feedback("ok", status=200, latency=0.01))
     assert got == 2
 
 
@@ -144,9 +141,9 @@ def test_workers_learning_an_unknown_limit_together_converge_to_it() -> None:
         if t_done <= t_wake:
             clock.now, _, i, p, ok = heapq.heappop(pending)
             if ok:
-                limiters[i].complete(p, status=200, prompt_tokens=50, completion_tokens=200, latency=0.3)
+                limiters[i].complete(p, Feedback("ok", status=200, prompt_tokens=50, completion_tokens=200, latency=0.3))
             else:
-                limiters[i].complete(p, status=429, outcome="rate_limited")
+                limiters[i].complete(p, Feedback("rate_limited", status=429))
             heapq.heappush(wake, (clock.now, i))
             continue
         clock.now, i = heapq.heappop(wake)

@@ -3,11 +3,12 @@ injected so the crawler, the simulator and the tests all drive the same code.
 
 Dimensions: requests/min, tokens/min, input and output tokens/min, and requests in flight.
 A request is admitted only when every dimension allows it. Each rate dimension is a
-`PacedWindow` (harvester.tokens): a bucket paced at 99.5 % of the limit with 0.1 s of burst,
+`PacedWindow` (harvester.ratelimit.window): a bucket paced at 99.5 % of the limit with 0.1 s of burst,
 plus a hard guarantee that no 1 s window holds more than limit/60.
 Reserve, then reconcile: a permit reserves estimated tokens; `complete` refunds or charges
-the difference. Header sync, the 429 pause and the adaptive controller (for servers that
-publish no limits) are described where implemented.
+the difference. What a response said arrives parsed, as a `Feedback` (harvester.providers.feedback):
+the limiter knows no header names. Limit sync, the 429 pause and the adaptive controller (for servers
+that publish no limits) are described where implemented.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable
 
-from harvester.tokens import PacedWindow, is_quota_exhausted, lower_headers, parse_reset, parse_retry_after
-
-__all__ = ["Permit", "RateLimiter", "is_quota_exhausted", "parse_reset", "parse_retry_after"]
+from ..providers.feedback import OUTCOMES, Feedback, LimitHint
+from .window import Entry, PacedWindow
 
 PROBE = 8                 # in-flight cap until the first response (its headers may cut the limits)
 CONCURRENCY_HINT = 0.05   # wait hint when only the concurrency cap blocks (callers also wake on release)
@@ -38,39 +38,12 @@ SS_GAIN, NEAR_GAIN, FAR_GAIN, PAST_GAIN = 1.0, 0.2, 0.01, 0.05
 # FAULT_WINDOW outcomes); a server's steady background of faults (say 1 in 100) is not a rate signal.
 FAULT_WINDOW, FAULT_BURST = 50, 3
 LATENCY_SLACK = 0.05      # seconds of average latency above the unloaded baseline that are noise
-OUTCOMES = ("ok", "rate_limited", "overloaded", "timeout", "error", "cancelled")
 # Workers sharing a limit (set_share < 1) each stretch their hard window by this: their requests reach
 # the provider with independent delays, so together they need headroom one process's stream does not.
 SHARED_JITTER = 0.025
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
 _NO_ENTRIES = (None, None, None, None)
-_HEADER_SPECS = (  # (dimension, limit, remaining, reset); `limit` values are per minute
-    (0, "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
-    (1, "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
-    *((i, f"anthropic-ratelimit-{k}-limit", f"anthropic-ratelimit-{k}-remaining", f"anthropic-ratelimit-{k}-reset")
-      for i, k in ((0, "requests"), (1, "tokens"), (2, "input-tokens"), (3, "output-tokens"))),
-)
-
-
-def _longer_than_a_minute(limit: float, remaining: float | None, reset: float | None) -> bool:
-    """Whether a `limit` header counts over a window longer than a minute (Groq sends requests per
-    day beside tokens per minute, under the same names). Seen when the reset is over a minute away,
-    or, early in the window, when the time to refill what was used implies a window of 10 minutes or
-    more: 1 request of 14,400 used and a reset 6 s away is a day. The 2 s floor keeps reset times
-    rounded to whole seconds (Anthropic's) from faking a long window."""
-    if reset is None:
-        return False
-    if reset > 60.0:
-        return True
-    used = limit - remaining if remaining is not None else 0.0
-    return reset >= 2.0 and used > 0 and reset * limit / used >= 600.0
-
-
-def _num(v: str | None) -> float | None:
-    try:
-        return float(v) if v is not None else None
-    except ValueError:
-        return None
+_INDEX = {"requests": 0, "tokens": 1, "input_tokens": 2, "output_tokens": 3}   # LimitHint.dimension → _dims
 
 
 @dataclass(slots=True, eq=False)
@@ -82,7 +55,7 @@ class Permit:
     output_tokens: int
     issued_at: float
     seq: int = 0                # admission number (1-based)
-    entries: tuple = field(default=(), repr=False)  # per-dimension window entries (or None)
+    entries: tuple[Entry | None, ...] = field(default=(), repr=False)  # per dimension (None: not limited)
     done: bool = field(default=False, repr=False)
 
 
@@ -100,10 +73,9 @@ class RateLimiter:
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None,
                  input_tpm: float | None = None, output_tpm: float | None = None,
                  max_concurrency: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, pace: float = 0.995, probe: int = PROBE,
-                 refund_window: bool = False) -> None:
+                 pace: float = 0.995, probe: int = PROBE, refund_window: bool = False) -> None:
         now = clock()
-        self._clock, self._wall, self._pace, self._refund_window = clock, wall_clock, pace, refund_window
+        self._clock, self._pace, self._refund_window = clock, pace, refund_window
         # Requests start with one in the bucket (no burst at t=0); token buckets start full.
         self._dims = tuple(PacedWindow(v, now, s) for v, s in
                            ((rpm, 1.0), (tpm, math.inf), (input_tpm, math.inf), (output_tpm, math.inf)))
@@ -164,29 +136,24 @@ class RateLimiter:
         if wait > 0.0:
             self._last_busy = now
             return max(wait, 1e-6)
-        entries: list = [None, None, None, None]
+        entries: list[Entry | None] = [None, None, None, None]
         for i, d in self._active:
             entries[i] = d.take(now, costs[i])
         self._inflight += 1
         self._admitted += 1
         return Permit(total, input_tokens, output_tokens, now, self._admitted, tuple(entries))
 
-    def complete(self, permit: Permit, *, status: int | None = None,
-                 headers: Mapping[str, str] | None = None,
-                 prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                 latency: float | None = None, retry_after: float | None = None,
-                 outcome: str = "ok") -> None:
-        """Once per Permit (repeats are ignored). `outcome`: one of OUTCOMES. Releases the slot,
-        reconciles tokens (unknown usage keeps the reservation; "cancelled" refunds it all),
-        syncs from headers, pauses on 429, and feeds the adaptive controller."""
+    def complete(self, permit: Permit, feedback: Feedback) -> None:
+        """Once per Permit (repeats are ignored), with what the request came to. Releases the slot,
+        reconciles tokens (unknown usage keeps the reservation; "cancelled" refunds it all), syncs
+        the limits the response stated, pauses on 429, and feeds the adaptive controller."""
         if permit.done:      # exactly once; a second call must not free a slot twice
             return
         permit.done = True
         self._inflight -= 1
         now = self._clock()
-        if outcome == "ok" and status is not None and status >= 400:
-            outcome = "rate_limited" if status == 429 else "overloaded" if status in (503, 529) else "error"
-        self._counts[outcome] = self._counts.get(outcome, 0) + 1
+        outcome = feedback.outcome
+        self._counts[outcome] += 1
         dims, ents = self._dims, permit.entries or _NO_ENTRIES
         if outcome == "cancelled":   # never sent: give everything back
             for d, e in zip(dims, ents):
@@ -194,6 +161,7 @@ class RateLimiter:
                     d.adjust(now, e, 0.0)
             return
         rw = self._refund_window
+        prompt_tokens, completion_tokens = feedback.prompt_tokens, feedback.completion_tokens
         if prompt_tokens is not None and completion_tokens is not None and ents[1] is not None:
             dims[1].adjust(now, ents[1], prompt_tokens + completion_tokens, rw)
         if prompt_tokens is not None and ents[2] is not None:
@@ -203,14 +171,12 @@ class RateLimiter:
         if self._probing:
             self._probing = False
             self._update_cap()
-        h = lower_headers(headers) if headers else None
-        reset_hint = self._sync(permit, h, now) if h else None
+        reset_hint = self._sync(permit, feedback.limits, now) if feedback.limits else None
         if outcome == "rate_limited":
-            self._on_429(permit, h, retry_after, reset_hint, now)
+            self._on_429(permit, feedback.retry_after, reset_hint, now)
         elif outcome in ("overloaded", "timeout"):
-            ra = retry_after if retry_after is not None else (parse_retry_after(h, self._wall()) if h else None)
-            if ra is not None:
-                self._paused_until = max(self._paused_until, now + ra)
+            if feedback.retry_after is not None:
+                self._paused_until = max(self._paused_until, now + feedback.retry_after)
             # Against known limits a 503 or a timeout is the server's fault, not our rate: backing off
             # would only slow the harvest (a 2% 5xx rate would hold it far below the limit). Where the
             # limits are being learned, it is the congestion signal AIMD needs.
@@ -218,28 +184,23 @@ class RateLimiter:
             if self._req.source == "learned" and sum(self._faults) >= FAULT_BURST:
                 self._backoff(permit, now, hard=True)
         elif outcome == "ok":
-            self._on_success(permit, latency, now)
+            self._on_success(permit, feedback.latency, now)
 
-    # ------------------------------------------------------------------ headers
-    def _sync(self, permit: Permit, h: Mapping[str, str], now: float) -> float | None:
-        """Learn limits from `limit` headers; never let local budget exceed what the server says
+    # ------------------------------------------------------------------ stated limits
+    def _sync(self, permit: Permit, limits: tuple[LimitHint, ...], now: float) -> float | None:
+        """Take the per-minute limits the server states; never let local budget exceed what it says
         remains, less what we sent after this request (the server had not counted those yet).
         Returns seconds until reset of an exhausted dimension, if any."""
         hint: float | None = None
         relimit = False
-        for i, kl, kr, kt in _HEADER_SPECS:
-            lim, rem = h.get(kl), h.get(kr)
-            if lim is None and rem is None:
-                continue
+        for lh in limits:
+            i = _INDEX[lh.dimension]
             d = self._dims[i]
-            rst = h.get(kt)
-            reset = parse_reset(rst, self._wall()) if rst else None
-            limit = _num(lim)
-            if limit is not None and limit > 0 and not _longer_than_a_minute(limit, _num(rem), reset) \
-                    and limit != d.header:
+            limit = lh.limit
+            if limit is not None and limit > 0 and lh.per_minute and limit != d.header:
                 d.header = limit
                 relimit = True
-            remaining = _num(rem)
+            remaining, reset = lh.remaining, lh.reset
             if remaining is None or reset is None or d.limit is None:
                 continue
             end = permit.issued_at + reset
@@ -258,15 +219,12 @@ class RateLimiter:
         return hint
 
     # ------------------------------------------------------------------ 429, congestion, AIMD
-    def _on_429(self, permit: Permit, h: Mapping[str, str] | None, retry_after: float | None,
-                reset_hint: float | None, now: float) -> None:
+    def _on_429(self, permit: Permit, retry_after: float | None, reset_hint: float | None, now: float) -> None:
         """The whole limiter pauses (every caller), then resumes at a reduced rate."""
         self._n429 += 1
         if permit.seq > self._epoch:
             self._strikes += 1
         wait = retry_after
-        if wait is None and h:
-            wait = parse_retry_after(h, self._wall())
         if wait is None:
             wait = reset_hint
         if wait is None:
@@ -323,8 +281,10 @@ class RateLimiter:
             return
         # Latency inflation counts only past an absolute slack: at a few milliseconds (a local teacher,
         # a fast cache) doubling is scheduling noise, not a queue, and would throttle us for nothing.
-        queued = self._n_lat > 20 and self._lat - self._lat_base > LATENCY_SLACK
-        inflation = self._lat / self._lat_base if queued else 1.0
+        avg = self._lat
+        inflation = 1.0
+        if avg is not None and self._n_lat > 20 and avg - self._lat_base > LATENCY_SLACK:   # queued
+            inflation = avg / self._lat_base
         if inflation > 2.0:     # queueing at the server: back off gently
             self._backoff(permit, now, hard=False)
             return
@@ -414,7 +374,7 @@ class RateLimiter:
     def share(self) -> float:
         return self._share
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         """What a status display needs: limits in force and their source, pace, in flight, 429s."""
         now = self._clock()
         if self._recovering:

@@ -1,0 +1,26 @@
+"""Anthropic: `anthropic-ratelimit-*` headers (RFC 3339 resets, input and output tokens apart), credit words."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .base import Dimension, LimitHeaders, Provider, TermsRow
+
+_KINDS: tuple[tuple[Dimension, str], ...] = (("requests", "requests"), ("tokens", "tokens"),
+                                             ("input_tokens", "input-tokens"), ("output_tokens", "output-tokens"))
+
+PROVIDER = Provider(
+    name="anthropic",
+    hosts=("api.anthropic.com",),
+    headers=tuple(LimitHeaders(dim, f"anthropic-ratelimit-{k}-limit", f"anthropic-ratelimit-{k}-remaining",
+                               f"anthropic-ratelimit-{k}-reset")
+                  for dim, k in _KINDS),
+    billing_words=("credit balance is too low", "api usage limit", "spend limit", "spending limit"),
+    prices={"claude-3-5-haiku": (0.80, 4.00), "claude-3-5-sonnet": (3.00, 15.00), "claude-sonnet-4": (3.00, 15.00),
+            "claude-opus-4": (15.00, 75.00)},
+    prices_source="https://www.anthropic.com/pricing#api",
+    prices_read_on=date(2026, 11, 28),
+    batch_factor=0.5,
+    terms=TermsRow("conditional", "Training models on outputs (distillation) requires Anthropic's prior "
+                   "authorization.", "https://www.anthropic.com/legal/commercial-terms", date(2026, 11, 28)),
+)

@@ -1,0 +1,66 @@
+"""What a provider module states: its rate-limit headers, how its errors read, its prices, its terms.
+
+Plain frozen dataclasses, stdlib only: a provider's room is data, read by `harvester.providers.feedback`
+(answers), `harvester.quota` (prices) and `harvester.terms` (terms of use).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+Dimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
+TrainingUse = Literal["allowed", "conditional", "forbidden", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitHeaders:
+    """The names of one limit's three headers: its limit, what remains, and when it resets."""
+
+    dimension: Dimension
+    limit: str
+    remaining: str
+    reset: str
+    per_day: bool = False   # known to count per day under a per-minute-looking name (Groq's requests)
+
+
+@dataclass(frozen=True, slots=True)
+class TermsRow:
+    """What a provider's terms said about training on outputs, on the day they were read."""
+
+    training_use: TrainingUse
+    conditions: str
+    url: str | None
+    read_on: date
+
+
+@dataclass(frozen=True, slots=True, eq=False)   # compared (and hashed) by identity: one object each
+class Provider:
+    """One provider: everything harvester knows about it, in one place.
+
+    `billing_words` mark an error as an exhausted account (stop the run); `rate_words` mark a 429 in
+    quota words as a short-window rate limit (wait), unless `long_window_words` name a window of a day or
+more (spent until it resets: stop); `delay_patterns` find a retry delay written in an
+    error body (group 1: the number, group 2: its unit, "s" when absent). `prices` map model-name
+    prefixes to USD per million tokens (input, output), as listed on `prices_read_on`; `batch_factor`
+    is the share of that price its batch API charges.
+    """
+
+    name: str
+    hosts: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    headers: tuple[LimitHeaders, ...] = ()
+    billing_words: tuple[str, ...] = ()
+    rate_words: tuple[str, ...] = ()
+    long_window_words: tuple[str, ...] = ()
+    delay_patterns: tuple[re.Pattern[str], ...] = ()
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    prices_source: str | None = None
+    prices_read_on: date | None = None
+    batch_factor: float | None = None
+    terms: TermsRow | None = None
+    # Another provider's terms apply to some of its models (Llama 3.0 under Meta's older licence):
+    # (pattern on the model name, name of the provider whose row applies).
+    terms_by_model: tuple[tuple[re.Pattern[str], str], ...] = ()

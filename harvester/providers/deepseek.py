@@ -1,0 +1,19 @@
+"""DeepSeek: 402 "Insufficient Balance" when the account is empty."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .base import Provider, TermsRow
+
+PROVIDER = Provider(
+    name="deepseek",
+    hosts=("api.deepseek.com",),
+    billing_words=("insufficient balance", "insufficient_balance"),
+    prices={"deepseek-chat": (0.27, 1.10), "deepseek-reasoner": (0.55, 2.19)},
+    prices_source="https://api-docs.deepseek.com/quick_start/pricing",
+    prices_read_on=date(2026, 11, 28),
+    terms=TermsRow("allowed", "DeepSeek's API terms allow using outputs, including for distillation.",
+                   "https://platform.deepseek.com/downloads/DeepSeek%20Open%20Platform%20Terms%20of%20Service.html",
+                   date(2026, 11, 28)),
+)

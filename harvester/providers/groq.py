@@ -1,0 +1,15 @@
+"""Groq. Quirk: `x-ratelimit-limit-requests` counts requests per DAY (its tokens header is per minute),
+under OpenAI's per-minute names. It serves open-weight models: their own licences apply (no terms row)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .base import Provider
+from .openai import HEADERS as OPENAI_HEADERS
+
+PROVIDER = Provider(
+    name="groq",
+    hosts=("api.groq.com",),
+    headers=tuple(replace(h, per_day=h.dimension == "requests") for h in OPENAI_HEADERS),
+)

@@ -1,0 +1,19 @@
+"""Mistral AI."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .base import Provider, TermsRow
+
+PROVIDER = Provider(
+    name="mistral",
+    hosts=("api.mistral.ai",),
+    prices={"mistral-large": (2.00, 6.00), "mistral-small": (0.10, 0.30)},
+    prices_source="https://mistral.ai/pricing#api-pricing",
+    prices_read_on=date(2026, 11, 28),
+    batch_factor=0.5,
+    terms=TermsRow("conditional", "Mistral's terms restrict using outputs to train competing models; open-weight "
+                   "models follow their own licenses (e.g. Apache-2.0).", "https://mistral.ai/terms",
+                   date(2026, 11, 28)),
+)

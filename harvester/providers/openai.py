@@ -1,0 +1,33 @@
+"""OpenAI: `x-ratelimit-*` headers (served by many compatible servers too), `retry-after-ms`, billing codes."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from .base import LimitHeaders, Provider, TermsRow
+
+# Also sent, same names, by Together, Fireworks, DeepSeek, vLLM behind a gateway, and the simulator.
+HEADERS = (
+    LimitHeaders("requests", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                 "x-ratelimit-reset-requests"),
+    LimitHeaders("tokens", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+)
+
+PROVIDER = Provider(
+    name="openai",
+    hosts=("api.openai.com",),
+    headers=HEADERS,
+    billing_words=("insufficient_quota", "exceeded your current quota", "check your plan and billing",
+                   "billing_hard_limit", "billing_not_active", "billing hard limit"),
+    long_window_words=("(rpd)", "(tpd)"),   # "Rate limit reached ... on requests per day (RPD)"
+    # "Please try again in 20ms." / "Please retry in 1.5s" in a rate-limit message
+    delay_patterns=(re.compile(r"(?:retry|try again) in (\d+(?:\.\d+)?)\s*(ms|s)\b"),),
+    prices={"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
+            "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00), "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40)},
+    prices_source="https://openai.com/api/pricing/",
+    prices_read_on=date(2026, 11, 28),
+    batch_factor=0.5,
+    terms=TermsRow("forbidden", "The terms forbid using output to develop models that compete with OpenAI, and "
+                   "forbid circumventing rate limits.", "https://openai.com/policies/terms-of-use/", date(2026, 11, 28)),
+)

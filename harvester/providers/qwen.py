@@ -1,0 +1,16 @@
+"""Alibaba Cloud Model Studio (DashScope), serving Qwen."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from .base import Provider, TermsRow
+
+PROVIDER = Provider(
+    name="qwen",
+    hosts=("dashscope.aliyuncs.com", "dashscope-intl.aliyuncs.com"),
+    aliases=("alibaba",),
+    terms=TermsRow("conditional", "Alibaba Cloud Model Studio's terms and each Qwen model's license govern output "
+                   "use; some Qwen licenses require attribution or restrict training other models.",
+                   "https://www.alibabacloud.com/help/en/model-studio/", date(2026, 11, 28)),
+)
