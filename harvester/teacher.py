@@ -21,6 +21,7 @@ from . import providers
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
 from .providers import Feedback
+from .providers.feedback import Verdict
 
 
 @dataclass(slots=True)
@@ -108,7 +109,7 @@ class Teacher:
         if content is None or (not content.strip() and finish_reason == "content_filter"):
             if finish_reason == "content_filter":
                 raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
-                                     feedback=self._bad_answer(response, latency), about_prompt=True)
+                                     feedback=self._bad_answer(response, latency, "permanent"), about_prompt=True)
             raise RetryableError("the response has no message content", kind="bad_body",
                                  feedback=self._bad_answer(response, latency))
         meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
@@ -122,11 +123,12 @@ class Teacher:
                      prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                      latency=latency, status=status, feedback=feedback, raw=meta, reasoning=reasoning)
 
-    def _bad_answer(self, response: httpx.Response, latency: float) -> Feedback:
+    def _bad_answer(self, response: httpx.Response, latency: float,
+                    verdict: Verdict = "retry") -> Feedback:
         """A 2xx whose body is no usable answer: its headers still count, as an error for the limiter."""
         ok = self._reader.reply(response.status_code, response.headers, prompt_tokens=None, completion_tokens=None,
                                 latency=latency, now_wall=time.time())
-        return Feedback("error", ok.status, limits=ok.limits, latency=latency, verdict="retry")
+        return Feedback("error", ok.status, limits=ok.limits, latency=latency, verdict=verdict)
 
     def _classify_status(self, e: openai.APIStatusError) -> TeacherError:
         status = e.status_code

@@ -198,13 +198,13 @@ class Reader:
     def failure(self, status: int, headers: Mapping[str, str], body: Any, *, now_wall: float) -> Feedback:
         """An HTTP error: its outcome, its verdict and what its headers and body say."""
         h = lower_headers(headers)
-        verdict = self.verdict(status, body)
+        outcome, verdict = outcome_of(status), self.verdict(status, body)
         retry_after = None
-        if verdict == "retry":
+        if verdict == "retry" or outcome != "error":   # a wait asked for (429 and 503 alike, even if fatal)
             retry_after = parse_retry_after(h, now_wall)
-            if retry_after is None:
+            if retry_after is None and verdict == "retry":
                 retry_after = self.retry_delay_in_body(body)
-        return Feedback(outcome_of(status), status, retry_after, self.limits(h, now_wall), verdict=verdict,
+        return Feedback(outcome, status, retry_after, self.limits(h, now_wall), verdict=verdict,
                         about_prompt=verdict == "permanent" and is_about_prompt(status, body),
                         detail=error_detail(body))
 
