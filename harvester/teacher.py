@@ -21,6 +21,7 @@ from . import providers
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
 from .providers import Feedback
+from .providers.chat import Unusable, read_completion
 from .providers.feedback import Verdict
 
 
@@ -88,40 +89,20 @@ class Teacher:
             raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind,
                                  feedback=providers.Reader.transport(timed_out=False)) from None
         latency = time.monotonic() - start
-        status = response.status_code
         try:
-            data = json.loads(response.content)
-            choice = data["choices"][0]
-            content = choice["message"].get("content")
-            reasoning = _reasoning(choice["message"])
-            finish_reason = choice.get("finish_reason")
-            usage = data.get("usage") or {}
-            prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if not (content is None or isinstance(content, str)) or not all(
-                    t is None or isinstance(t, int) for t in (prompt_tokens, completion_tokens)):
-                raise TypeError("unexpected types")
-        except Exception as e:  # noqa: BLE001 - any garbage body is a transient fault of the server
+            answer = read_completion(json.loads(response.content))
+        except ValueError as e:        # not JSON at all
             raise RetryableError(f"unparseable response body ({type(e).__name__})", kind="bad_body",
                                  feedback=self._bad_answer(response, latency)) from None
-        if content is None and finish_reason == "length":
-            content = ""  # max_tokens spent (often all on reasoning): paid for, and a retry would end the same;
-            # kept as an answer, which the export's `truncated` filter drops
-        if content is None or (not content.strip() and finish_reason == "content_filter"):
-            if finish_reason == "content_filter":
-                raise PermanentError("the teacher's content filter withheld the answer", kind="content_filter",
-                                     feedback=self._bad_answer(response, latency, "permanent"), about_prompt=True)
-            raise RetryableError("the response has no message content", kind="bad_body",
-                                 feedback=self._bad_answer(response, latency))
-        meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
-        details = usage.get("completion_tokens_details")
-        if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
-            meta["reasoning_tokens"] = details["reasoning_tokens"]
-        model = data.get("model")
-        feedback = self._reader.reply(status, response.headers, prompt_tokens=prompt_tokens,
-                                      completion_tokens=completion_tokens, latency=latency, now_wall=time.time())
-        return Reply(content=content, finish_reason=finish_reason, model=model if isinstance(model, str) else None,
-                     prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                     latency=latency, status=status, feedback=feedback, raw=meta, reasoning=reasoning)
+        except Unusable as e:
+            error = PermanentError if e.permanent else RetryableError
+            raise error(str(e), kind=e.kind, about_prompt=e.permanent,
+                        feedback=self._bad_answer(response, latency, "permanent" if e.permanent else "retry")) from None
+        feedback = self._reader.reply(response.status_code, response.headers, prompt_tokens=answer.prompt_tokens,
+                                      completion_tokens=answer.completion_tokens, latency=latency, now_wall=time.time())
+        return Reply(content=answer.content, finish_reason=answer.finish_reason, model=answer.model,
+                     prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens, latency=latency,
+                     status=response.status_code, feedback=feedback, raw=answer.meta, reasoning=answer.reasoning)
 
     def _bad_answer(self, response: httpx.Response, latency: float,
                     verdict: Verdict = "retry") -> Feedback:
@@ -196,13 +177,3 @@ def _safe_text(response: httpx.Response) -> str:
         return response.text[:500]
     except Exception:  # noqa: BLE001 - a body we cannot read says nothing more
         return ""
-
-
-def _reasoning(message: dict[str, Any]) -> str | None:
-    """A reasoning trace returned beside the answer: `reasoning_content` (DeepSeek, vLLM, SGLang) or
-    `reasoning` (OpenRouter, Groq, newer vLLM). Inline <think> blocks stay in the content as sent."""
-    for key in ("reasoning_content", "reasoning"):
-        value = message.get(key)
-        if isinstance(value, str) and value.strip():
-            return value
-    return None

@@ -1,0 +1,72 @@
+"""A chat completion (OpenAI's `chat.completion` object) read into an `Answer`, or why it is no answer.
+
+One reading for every path an answer comes by: the synchronous endpoint, and batch results, whose
+lines carry the same object. Pure: the JSON is already decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    content: str
+    finish_reason: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    reasoning: str | None = None             # the reasoning trace, where the teacher returns one apart
+    meta: dict[str, Any] = field(default_factory=dict)   # response id, fingerprint, reasoning tokens
+
+
+class Unusable(Exception):
+    """A well-formed response that holds no answer: `permanent` if asking again cannot help (a
+    content filter withheld it); else a fault of the server, worth a retry."""
+
+    def __init__(self, message: str, *, kind: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.permanent = permanent
+
+
+def read_completion(data: Any) -> Answer:
+    """The answer in a decoded chat.completion body; raises Unusable."""
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+        content = message.get("content")
+        reasoning = _reasoning(message)
+        finish_reason = choice.get("finish_reason")
+        usage = data.get("usage") or {}
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if not (content is None or isinstance(content, str)) or not all(
+                t is None or isinstance(t, int) for t in (prompt_tokens, completion_tokens)):
+            raise TypeError("unexpected types")
+    except Exception as e:  # noqa: BLE001 - any garbage body is a transient fault of the server
+        raise Unusable(f"unparseable response body ({type(e).__name__})", kind="bad_body") from None
+    if content is None and finish_reason == "length":
+        content = ""  # max_tokens spent (often all on reasoning): paid for, and a retry would end the same;
+        # kept as an answer, which the export's `truncated` filter drops
+    if content is None or (not content.strip() and finish_reason == "content_filter"):
+        if finish_reason == "content_filter":
+            raise Unusable("the teacher's content filter withheld the answer", kind="content_filter", permanent=True)
+        raise Unusable("the response has no message content", kind="bad_body")
+    meta = {k: data[k] for k in ("id", "system_fingerprint") if data.get(k)}
+    details = usage.get("completion_tokens_details")
+    if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
+        meta["reasoning_tokens"] = details["reasoning_tokens"]
+    model = data.get("model")
+    return Answer(content, finish_reason, model if isinstance(model, str) else None, prompt_tokens,
+                  completion_tokens, reasoning, meta)
+
+
+def _reasoning(message: dict[str, Any]) -> str | None:
+    """A reasoning trace returned beside the answer: `reasoning_content` (DeepSeek, vLLM, SGLang) or
+    `reasoning` (OpenRouter, Groq, newer vLLM). Inline <think> blocks stay in the content as sent."""
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
