@@ -17,8 +17,8 @@ A worker whose pid is gone on this very machine (same kernel boot, same pid name
 once: a run killed and restarted does not wait for its own ghost. Leases are a separate contract:
 a dead worker's jobs return to the queue when their lease expires (`lease_seconds`), not before.
 
-`Peers` and the functions are pure (a clock value and the store's rows in, a decision out);
-`Membership` is the asyncio side that drives them from one worker's heartbeats.
+`Peers` decides from what it is given (the store's time and rows: no clock, no store of its own);
+`Membership` is the asyncio side that feeds it one worker's heartbeats and applies its shares.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # not at import time: export workers import this module, and need no database
+if TYPE_CHECKING:  # types only: export's worker processes import this module and need neither
     from .ratelimit import RateLimiter
     from .store import Store
 
