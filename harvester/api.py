@@ -251,8 +251,7 @@ class Harvester:
             hits["n"] += 1
             crawler.stop("interrupted", "stopped by a signal; rerun to resume")
             if hits["n"] > 1:  # a second Ctrl-C: do not wait for answers in flight
-                for task in list(crawler._sending):
-                    task.cancel()
+                crawler.cancel_sending()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal)

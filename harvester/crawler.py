@@ -10,8 +10,9 @@ import os
 import socket
 import time
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,7 +29,7 @@ from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
-from .workers import WINDOW, Peers, dead_after, heartbeat_interval, process_gone
+from .workers import Membership, dead_after, process_gone
 
 
 class QuotaGate(Protocol):
@@ -88,6 +89,17 @@ class _Stop(Exception):
     """Raised inside a job's task when the run stops before the job was sent."""
 
 
+class _Slot:
+    """One attempt's hold on the limiter and the quota (Crawler._slot), and how the attempt ended."""
+
+    def __init__(self, permit: Permit) -> None:
+        self.permit = permit
+        self.reserved = False                   # the quota holds `reservation`: settle it
+        self.reservation: Any = None
+        self.reserving: asyncio.Future[Any] | None = None  # cancelled while reserving: the thread goes on
+        self.result: Reply | BaseException | None = None   # the teacher's reply or error; None: never sent
+
+
 class Crawler:
     def __init__(self, job: Job, store: Store, teacher: Teacher, *, plan_key: str, run_id: int,
                  owner: str, limiter: RateLimiter | None = None, quota: QuotaGate | None = None,
@@ -120,10 +132,9 @@ class Crawler:
         self._wake = asyncio.Event()
         self._gate = asyncio.Lock()          # FIFO: one waiter polls the limiter at a time
         self._sending: set[asyncio.Task[Any]] = set()
-        self.peers = Peers(run_id)         # the other workers sharing the store (harvester.workers)
-        self._beat_every = heartbeat_interval(job.lease_seconds)
-        self._beats = 0
-        self._answered_at: deque[tuple[float, int]] = deque()
+        self.membership = Membership(store, run_id=run_id, owner=owner, plan_key=plan_key,
+                                     lease_seconds=job.lease_seconds, limiter=self.limiter,
+                                     figures=self._figures, on_ended=self._taken_for_dead)
 
     # --- public -------------------------------------------------------------------------
     def stop(self, reason: str = "interrupted", message: str = "") -> None:
@@ -132,6 +143,12 @@ class Crawler:
             self._stopping = True
             self._stop_reason = self._stop_reason or RunOutcome(reason, message)
         self._wake.set()
+
+    def cancel_sending(self) -> None:
+        """Cancel the requests in flight: stopping no longer waits for their answers (their attempts
+        are recorded as errors, their quota reservations kept as possibly billed)."""
+        for task in list(self._sending):
+            task.cancel()
 
     def progress(self) -> Progress:
         elapsed = time.monotonic() - self.started
@@ -152,8 +169,9 @@ class Crawler:
             await self._take_back()  # a crashed run's jobs, at once and first (they come first in the plan)
             self.rejections = RejectionWatch(*await asyncio.to_thread(self.store.open_jobs, self.plan_key,
                                                                                self.max_seq))
-            await self._join()
-            heartbeat = asyncio.create_task(self._heartbeat())
+            self.teacher.warm()  # not between the limiter's first admissions and the wire
+            await self.membership.join(stopping=lambda: self._stopping, pause=self._pause)
+            heartbeat = asyncio.create_task(self.membership.heartbeat())
             while not self._stopping:
                 prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
                 if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
@@ -172,7 +190,7 @@ class Crawler:
                             break
                         if await self._take_back():
                             continue
-                        if not self.peers.may_hand_back(held):
+                        if not self.membership.peers.may_hand_back(held):
                             break
                         await self._pause(1.0)
                         continue
@@ -263,77 +281,102 @@ class Crawler:
     async def _attempt(self, job_id: str, request: dict[str, Any], est_in: int, worst_in: int) -> Reply:
         if self._stopping:
             raise _Stop
-        permit = await self._acquire(est_in)
-        # Reserve after the limiter admits the request, so that reservations are requests about to be
-        # sent: a budget is then used to its end rather than held by requests still queueing.
-        quota = self.quota
-        reservation = None
-        if quota is not None:
-            # Cancelling the await does not stop the thread, which commits the reservation anyway: on a
-            # cancel (a stopping run cancels tasks not yet sending), wait for it and release it, or it
-            # would stay reserved for good (an ended run's reservations are never expired).
-            reserving = asyncio.ensure_future(asyncio.to_thread(quota.reserve, job_id, worst_in,
-                                                                self.max_tokens))
+        async with self._slot(job_id, est_in, worst_in) as slot:
+            task = asyncio.current_task()
+            assert task is not None
+            self._sending.add(task)
+            self.in_flight += 1
+            self.sent += 1
+            started = time.time()
             try:
-                reservation = await asyncio.shield(reserving)
-            except asyncio.CancelledError:
-                self.limiter.complete(permit, CANCELLED)
+                reply = await self.teacher.complete(request)
+                slot.result = reply
+            except BaseException as e:
+                slot.result = e
+                if isinstance(e, TeacherError):
+                    if e.feedback is not None and e.feedback.outcome == "rate_limited":
+                        self.rate_limited += 1
+                        self.outage.heard_from()
+                    elif isinstance(e, RetryableError):
+                        self._teacher_failed(job_id, e)
+                    else:
+                        self.outage.answered()  # a 4xx is an answer about the prompt: the teacher is up
+                    self.errors[e.kind] += 1
+                    self._record_attempt(job_id, started, e.status, e.kind, e.retry_after, slot.permit)
+                raise
+            finally:
+                self.in_flight -= 1
+                self._sending.discard(task)
+                self._wake.set()
+            self.outage.answered()
+            if reply.prompt_tokens is not None:
+                self.estimator.observe(est_in, reply.prompt_tokens)
+            self.answered += 1
+            self.prompt_tokens += reply.prompt_tokens or 0
+            self.completion_tokens += reply.completion_tokens or 0
+            self._record_attempt(job_id, started, reply.status, None, None, slot.permit, reply)
+            return reply
+
+    @asynccontextmanager
+    async def _slot(self, job_id: str, est_in: int, worst_in: int) -> AsyncIterator[_Slot]:
+        """Admission of one attempt: a permit from the limiter, then the quota's reservation. However the
+        attempt ends, leaving the slot completes the permit and settles the reservation, once each, from
+        `slot.result` (set by the attempt once the request is sent)."""
+        slot = _Slot(await self._acquire(est_in))
+        try:
+            # Reserve after the limiter admits the request, so that reservations are requests about to be
+            # sent: a budget is then used to its end rather than held by requests still queueing.
+            quota = self.quota
+            if quota is not None:
+                reserving = asyncio.ensure_future(asyncio.to_thread(quota.reserve, job_id, worst_in,
+                                                                    self.max_tokens))
                 try:
-                    self.writer.put(quota.settlement(await reserving, None, None, sent=False))
+                    slot.reservation = await asyncio.shield(reserving)
+                except asyncio.CancelledError:
+                    slot.reserving = reserving
+                    raise
+                slot.reserved = True
+                if self._stopping:
+                    raise _Stop
+            yield slot
+        finally:
+            self._release(slot.permit, slot.result)
+            if slot.reserving is not None:
+                # Cancelling the await does not stop the thread, which commits the reservation anyway: on
+                # a cancel (a stopping run cancels tasks not yet sending), wait for it and release it, or
+                # it would stay reserved for good (an ended run's reservations are never expired).
+                try:
+                    self.writer.put(self._settlement(await slot.reserving, None))
                 except Exception:  # noqa: BLE001 - not reserved (e.g. QuotaExceeded): nothing to release
                     pass
-                raise
-            except BaseException:
-                self.limiter.complete(permit, CANCELLED)
-                raise
-            if self._stopping:
-                self.limiter.complete(permit, CANCELLED)
-                self.writer.put(quota.settlement(reservation, None, None, sent=False))
-                raise _Stop
-        task = asyncio.current_task()
-        assert task is not None
-        self._sending.add(task)
-        self.in_flight += 1
-        self.sent += 1
-        started = time.time()
-        try:
-            reply = await self.teacher.complete(request)
-        except TeacherError as e:
-            self.limiter.complete(permit, e.feedback or UNKNOWN_ERROR)
-            if e.status == 429:
-                self.rate_limited += 1
-                self.outage.heard_from()
-            elif isinstance(e, RetryableError):
-                self._teacher_failed(job_id, e)
-            else:
-                self.outage.answered()  # a 4xx is an answer about the prompt: the teacher is up
-            self.errors[e.kind] += 1
-            self._record_attempt(job_id, started, e.status, e.kind, e.retry_after, permit)
-            if quota is not None:  # no status: the request may have been billed, keep its worst case
-                self.writer.put(quota.settlement(reservation, None, None, billed_unknown=e.status is None))
-            raise
-        except BaseException:
-            self.limiter.complete(permit, UNKNOWN_ERROR)
-            if quota is not None:
-                self.writer.put(quota.settlement(reservation, None, None, billed_unknown=True))
-            raise
-        finally:
-            self.in_flight -= 1
-            self._sending.discard(task)
-            self._wake.set()
-        self.outage.answered()
-        self.limiter.complete(permit, reply.feedback)
-        if reply.prompt_tokens is not None:
-            self.estimator.observe(est_in, reply.prompt_tokens)
-        self.answered += 1
-        self.prompt_tokens += reply.prompt_tokens or 0
-        self.completion_tokens += reply.completion_tokens or 0
-        self._record_attempt(job_id, started, reply.status, None, None, permit, reply)
-        if quota is not None:
-            billed_unknown = reply.prompt_tokens is None and reply.completion_tokens is None
-            self.writer.put(quota.settlement(reservation, reply.prompt_tokens, reply.completion_tokens,
-                                             billed_unknown=billed_unknown))
-        return reply
+            elif slot.reserved:
+                self.writer.put(self._settlement(slot.reservation, slot.result))
+
+    def _release(self, permit: Permit, result: Reply | BaseException | None) -> None:
+        """Hand the permit back to the limiter with what the attempt says of the teacher's limits, as
+        parsed by the provider room: the one place that completes permits. `result` None: never sent
+        (the limiter refunds it all)."""
+        if result is None:
+            feedback = CANCELLED
+        elif isinstance(result, TeacherError):
+            feedback = result.feedback or UNKNOWN_ERROR
+        elif isinstance(result, BaseException):  # a bug, or a cancel while sending
+            feedback = UNKNOWN_ERROR
+        else:
+            feedback = result.feedback
+        self.limiter.complete(permit, feedback)
+
+    def _settlement(self, reservation: Any, result: Reply | BaseException | None) -> Any:
+        """The quota's settlement of a reservation, from how its attempt ended (`_release`'s `result`)."""
+        assert self.quota is not None
+        if result is None:  # never sent: release it all
+            return self.quota.settlement(reservation, None, None, sent=False)
+        if isinstance(result, TeacherError):  # no status: the request may have been billed, keep its worst case
+            return self.quota.settlement(reservation, None, None, billed_unknown=result.status is None)
+        if isinstance(result, BaseException):
+            return self.quota.settlement(reservation, None, None, billed_unknown=True)
+        return self.quota.settlement(reservation, result.prompt_tokens, result.completion_tokens,
+                                     billed_unknown=result.prompt_tokens is None and result.completion_tokens is None)
 
     async def _acquire(self, est_in: int) -> Permit:
         async with self._gate:
@@ -417,53 +460,18 @@ class Crawler:
         return sum(released.values())
 
     # --- background ---------------------------------------------------------------------
-    async def _join(self) -> None:
-        """Register among the workers sharing the store and take a share of the limits; send nothing
-        until every other live worker has counted us (or died), so that no limit is overshot."""
-        self.teacher.warm()  # not between the limiter's first admissions and the wire
-        await self._beat()
-        deadline = time.monotonic() + dead_after(self.job.lease_seconds)
-        while self.peers.not_yet_counting_us() and not self._stopping and time.monotonic() < deadline:
-            await self._pause(min(0.25, self._beat_every))
-            await self._beat()
-        if self.peers.live:  # their last second at a larger share still counts at the provider
-            await self._pause(WINDOW)
+    def _figures(self) -> dict[str, int]:
+        """What each heartbeat notes on our run (harvester.workers.Membership)."""
+        return {"sent": self.sent, "answered": self.answered, "rate_limited": self.rate_limited}
 
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self._beat_every)
-            try:
-                await self._beat()
-            except Exception:  # noqa: BLE001 - the store is unreachable: keep our share, try again
-                pass
-
-    async def _beat(self) -> None:
-        """Note we are alive (and our figures) on our run; renew our leases every lease/3; re-divide."""
-        renew_every = max(1, math.floor(self.job.lease_seconds / 3 / self._beat_every))
-        renew = (self.owner, self.job.lease_seconds, self.plan_key) if self._beats % renew_every == 0 else None
-        self._beats += 1
-        now, workers = await asyncio.to_thread(
-            self.store.heartbeat, self.run_id, dead_after=dead_after(self.job.lease_seconds), renew=renew,
-            sent=self.sent, answered=self.answered, rate_limited=self.rate_limited,
-            limiter=self.limiter.snapshot(), share=self.limiter.share, throughput=self._throughput())
-        self.limiter.set_share(self.peers.update(now, workers))
-        if not any(w["id"] == self.run_id for w in workers) and not self._stopping:
-            # Our run was ended by another worker that took us for dead (no heartbeat for dead_after s:
-            # this process was stopped, or cut off from the store) and took back our jobs: stop.
+    def _taken_for_dead(self) -> None:
+        """Our run was ended by another worker that took us for dead (no heartbeat for dead_after s: this
+        process was stopped, or cut off from the store) and took back our jobs: stop."""
+        if not self._stopping:
             self._stop_reason = RunOutcome("error", "another worker found this one silent for over "
-                                           f"{dead_after(self.job.lease_seconds):.0f} s and took back its jobs; "
+                                           f"{self.membership.dead_after:.0f} s and took back its jobs; "
                                            "stopped: rerun to resume")
             self.stop("error")
-
-    def _throughput(self) -> float:
-        """Answers per minute over the last ~30 s."""
-        t = time.monotonic()
-        samples = self._answered_at
-        samples.append((t, self.answered))
-        while len(samples) > 2 and samples[1][0] <= t - 30.0:
-            samples.popleft()
-        t0, n0 = samples[0]
-        return (self.answered - n0) / (t - t0) * 60.0 if t > t0 else 0.0
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the run is asked to stop."""

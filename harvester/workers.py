@@ -16,16 +16,27 @@ only once the larger share has held for a `WINDOW` (the leaver's last second has
 A worker whose pid is gone on this very machine (same kernel boot, same pid namespace) is dead at
 once: a run killed and restarted does not wait for its own ghost. Leases are a separate contract:
 a dead worker's jobs return to the queue when their lease expires (`lease_seconds`), not before.
+
+`Peers` decides from what it is given (the store's time and rows: no clock, no store of its own);
+`Membership` is the asyncio side that feeds it one worker's heartbeats and applies its shares.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
 import socket
-from collections.abc import Iterable
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # types only: export's worker processes import this module and need neither
+    from .ratelimit import RateLimiter
+    from .store import Store
 
 HEARTBEAT_MAX = 2.0     # seconds between heartbeats, at most
 MISSED_BEATS = 3        # a worker is dead after this many missed heartbeats (plus a second of slack)
@@ -132,3 +143,74 @@ class Peers:
         expire). Leases of a run that died before we started are not waited for: a later run gets them."""
         live = {w["owner"] for w in self.live}
         return any(h in live or h in self.seen_alive for h in holders)
+
+
+class Membership:
+    """One worker's membership of the store's workers: `join` registers it and waits until the others
+    count it, `heartbeat` then keeps it live, renews its leases every lease/3 and keeps the limiter's
+    share at 1/N. `figures` gives the counts noted on the run (sent, answered, rate_limited);
+    `on_ended` is called when another worker took this one for dead and ended its run."""
+
+    def __init__(self, store: Store, *, run_id: int, owner: str, plan_key: str, lease_seconds: float,
+                 limiter: RateLimiter, figures: Callable[[], dict[str, int]],
+                 on_ended: Callable[[], None]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.owner = owner
+        self.plan_key = plan_key
+        self.lease_seconds = lease_seconds
+        self.limiter = limiter
+        self.figures = figures
+        self.on_ended = on_ended
+        self.peers = Peers(run_id)
+        self.every = heartbeat_interval(lease_seconds)
+        self.dead_after = dead_after(lease_seconds)
+        self._beats = 0
+        self._answered_at: deque[tuple[float, int]] = deque()
+
+    async def join(self, *, stopping: Callable[[], bool], pause: Callable[[float], Awaitable[None]]) -> None:
+        """Register and take a share of the limits; return only once every other live worker has
+        counted us (or died, or `dead_after` passed), so that no limit is overshot. `pause` sleeps but
+        returns early once `stopping()`."""
+        await self.beat()
+        deadline = time.monotonic() + self.dead_after
+        while self.peers.not_yet_counting_us() and not stopping() and time.monotonic() < deadline:
+            await pause(min(0.25, self.every))
+            await self.beat()
+        if self.peers.live:  # their last second at a larger share still counts at the provider
+            await pause(WINDOW)
+
+    async def heartbeat(self) -> None:
+        """Beat every `every` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                await self.beat()
+            except Exception:  # noqa: BLE001 - the store is unreachable: keep our share, try again
+                pass
+
+    async def beat(self) -> None:
+        """Note we are alive (and our figures) on our run; renew our leases every lease/3; re-divide."""
+        renew_every = max(1, math.floor(self.lease_seconds / 3 / self.every))
+        renew = (self.owner, self.lease_seconds, self.plan_key) if self._beats % renew_every == 0 else None
+        self._beats += 1
+        figures = self.figures()
+        now, workers = await asyncio.to_thread(
+            self.store.heartbeat, self.run_id, dead_after=self.dead_after, renew=renew, **figures,
+            limiter=self.limiter.snapshot(), share=self.limiter.share,
+            throughput=self._throughput(figures["answered"]))
+        self.limiter.set_share(self.peers.update(now, workers))
+        if not any(w["id"] == self.run_id for w in workers):
+            # Another worker took us for dead (no heartbeat for dead_after s: this process was stopped,
+            # or cut off from the store), ended our run and took back our jobs.
+            self.on_ended()
+
+    def _throughput(self, answered: int) -> float:
+        """Answers per minute over the last ~30 s."""
+        t = time.monotonic()
+        samples = self._answered_at
+        samples.append((t, answered))
+        while len(samples) > 2 and samples[1][0] <= t - 30.0:
+            samples.popleft()
+        t0, n0 = samples[0]
+        return (answered - n0) / (t - t0) * 60.0 if t > t0 else 0.0
