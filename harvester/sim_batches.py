@@ -199,7 +199,7 @@ class BatchProtocols:
             start = b.created_at + 0.1 * b.delay if b.protocol == "openai" else b.created_at
             if now < start:
                 return
-            if not b.errors:
+            if not b.errors and b.protocol == "openai":   # Anthropic refuses such a batch at creation
                 self._check_enqueued(b)
             if b.errors:
                 self._finish(b, "failed", start)
@@ -470,8 +470,6 @@ class BatchProtocols:
         lines, errors, model, tokens = self._parse_input(f.content)
         b = self._new_batch("openai", lines, model=model, input_file_id=f.id, metadata=metadata)
         b.errors, b.input_tokens = errors, tokens
-        if errors:
-            self.sim._write_log("", "batch_failed_validation", batch=b.id)
         return web.json_response(self._oa_obj(b))
 
     def _parse_input(self, content: bytes) -> tuple[list[Line], list[dict[str, Any]], str | None, int]:
