@@ -32,13 +32,14 @@ from aiohttp import web
 
 from .errors import HarvesterError
 
+T = TypeVar("T")
+
 _WORDS = ("the a of to and in is that for it as with on by this be are from at or an which can "
           "system model data energy light water cell value time process force change rate number "
           "structure function result example method theory point field signal memory network layer "
           "first second because therefore however also often usually simply important small large "
           "simple common useful several different each other more most many much well way part "
           "plant star river market language history music code proof graph tree wave heat atom").split()
-T = TypeVar("T")
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
 

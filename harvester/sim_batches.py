@@ -587,6 +587,8 @@ class BatchProtocols:
     def _cancel(self, b: Batch) -> None:
         now = time.time()
         self.advance(b, now)                # the lines due by now are done; the others never will be
+        if b.ended:                         # it ended just now: nothing left to cancel
+            return
         b.cancel_at = now
         b.status, b.times["cancelling"] = "cancelling", now
         self.advance(b, now)                # with no delay, cancelled at once

@@ -226,6 +226,30 @@ def test_openai_per_line_errors_transient_and_permanent(sim_factory) -> None:
     assert stats["batch_custom_ids_answered_more_than_once"] == 0      # a failed line is not an answer
 
 
+def test_batch_lines_meet_the_chat_endpoints_checks_and_reasoning(sim_factory) -> None:
+    sim, fresh = sim_factory(check_model=True, max_context=60, reasoning=True), sim_factory(reasoning=True)
+    client = _client(sim)
+    rows = [_line("ok", QUESTIONS[0], max_tokens=40), _line("long", "word " * 80, max_tokens=40)]
+    done = _oa_wait(client, _submit(client, rows).id)
+    ok, errors = _lines(client, done.output_file_id), _lines(client, done.error_file_id)
+    assert set(ok) == {"ok"} and errors["long"]["response"]["status_code"] == 400
+    assert errors["long"]["response"]["body"]["error"]["code"] == "context_length_exceeded"
+    wrong_model = _line("model", "Hi")
+    wrong_model["body"]["model"] = "gpt-none"      # one model per batch (else model_mismatch): a batch of its own
+    other = _oa_wait(client, _submit(client, [wrong_model]).id)
+    error = _lines(client, other.error_file_id)["model"]["response"]
+    assert error["status_code"] == 404 and error["body"]["error"]["code"] == "model_not_found"
+    message = ok["ok"]["response"]["body"]["choices"][0]["message"]
+    sync = _sync(fresh, rows[0]["body"]["messages"], 40).choices[0].message
+    assert message["content"] == sync.content and message["reasoning_content"] == sync.model_extra["reasoning_content"]
+
+    batch = _an(sim, "POST", "/messages/batches", json={"requests": [
+        _an_request("think", QUESTIONS[1], max_tokens=40), _an_request("long", "word " * 80, max_tokens=40)]}).json()
+    results = _an_results(sim, _an_wait(sim, batch["id"]))
+    assert [b["type"] for b in results["think"]["message"]["content"]] == ["thinking", "text"]
+    assert results["long"]["error"]["error"]["type"] == "invalid_request_error"
+
+
 def test_openai_validation_failures(sim_factory) -> None:
     sim = sim_factory(batch_max_lines=5, batch_enqueued_tokens=200)
     client = _client(sim)
