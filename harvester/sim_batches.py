@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 Protocol = Literal["openai", "anthropic"]
 DAY = 24 * 3600.0
 LIMITS = {"openai": (50_000, 200 * 1024 * 1024), "anthropic": (100_000, 256 * 1024 * 1024)}  # lines, bytes
+FILE_MAX_BYTES = 512 * 1024 * 1024           # OpenAI's limit on any uploaded file (a batch's input: LIMITS)
 OPENAI_ENDPOINT = "/v1/chat/completions"      # the only endpoint the simulator answers in a batch
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")   # Anthropic's documented custom_id pattern
 
@@ -394,7 +395,13 @@ class BatchProtocols:
                 purpose = (await part.read()).decode()
             elif part.name == "file":
                 name = getattr(part, "filename", None) or name
-                content = bytes(await part.read())
+                chunks, size = [], 0
+                while chunk := await part.read_chunk(1 << 20):   # part.read() stops at the chat body limit
+                    size += len(chunk)
+                    if size > FILE_MAX_BYTES:
+                        return _oa_error(413, f"The file exceeds the maximum size of {FILE_MAX_BYTES:,} bytes.")
+                    chunks.append(chunk)
+                content = b"".join(chunks)
         if content is None or not purpose:
             return _oa_error(400, "Missing required parameter: 'file' and 'purpose'.", param="file")
         f = File(_id("file-"), name, purpose, content)

@@ -251,7 +251,7 @@ def test_batch_lines_meet_the_chat_endpoints_checks_and_reasoning(sim_factory) -
 
 
 def test_openai_validation_failures(sim_factory) -> None:
-    sim = sim_factory(batch_max_lines=5, batch_enqueued_tokens=200)
+    sim = sim_factory(batch_max_lines=5, batch_max_bytes=2000, batch_enqueued_tokens=200)
     client = _client(sim)
     rows = [_line("a", "Hello"), "{not json", _line("a", "Hello again"), _line("b", "Hi", url="/v1/embeddings")]
     failed = _oa_wait(client, _submit(client, rows).id)
@@ -264,6 +264,8 @@ def test_openai_validation_failures(sim_factory) -> None:
     assert too_many.status == "failed" and [e.code for e in too_many.errors.data] == ["too_many_tasks"]
     empty = _oa_wait(client, _submit(client, []).id)
     assert [e.code for e in empty.errors.data] == ["empty_file"]
+    big = _oa_wait(client, _submit(client, [_line(f"b-{i}", "word " * 200) for i in range(2)]).id)
+    assert [e.code for e in big.errors.data] == ["file_too_large"]
 
     # the enqueued-token limit: a batch in flight holds its prompt tokens until it ends
     slow = sim_factory(batch_delay=2.0, batch_enqueued_tokens=60)
