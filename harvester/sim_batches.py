@@ -36,10 +36,10 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .sim import prompt_key, prompt_tokens
 
@@ -57,7 +57,7 @@ _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")   # Anthropic's documented cus
 def rfc3339(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _id(prefix: str) -> str:
@@ -317,11 +317,11 @@ class BatchProtocols:
         cfg = self.sim.config
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return None, None, (400, "invalid_request_error", "The request body is not a valid chat completion "
-                                "request: `messages` must be a non-empty array.")
+            return None, None, (400, "invalid_request_error", ("The request body is not a valid chat completion "
+                                                                "request: `messages` must be a non-empty array."))
         if cfg.check_model and body.get("model") != cfg.model:
-            return None, None, (404, "model_not_found", f"The model `{body.get('model')}` does not exist or you "
-                                "do not have access to it.")
+            return None, None, (404, "model_not_found", (f"The model `{body.get('model')}` does not exist or "
+                                                          "you do not have access to it."))
         return messages, body.get("max_completion_tokens", body.get("max_tokens")), None
 
     def _anthropic_request(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, int | None,
@@ -391,6 +391,8 @@ class BatchProtocols:
         purpose, name, content = None, "upload.jsonl", None
         # read part by part: an input file may be far larger than the chat endpoint's body limit
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):     # a nested multipart: no such field in the API
+                return _oa_error(400, "Unexpected nested multipart body.")
             if part.name == "purpose":
                 purpose = (await part.read()).decode()
             elif part.name == "file":

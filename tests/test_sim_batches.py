@@ -326,7 +326,7 @@ def test_anthropic_batch_answers_as_the_chat_endpoint_would(sim_factory) -> None
     ended = _an_wait(sim, batch["id"])
     assert ended["processing_status"] == "ended"
     assert ended["request_counts"] == {"processing": 0, "succeeded": 6, "errored": 1, "canceled": 0, "expired": 0}
-    created_at, ended_at = (datetime.fromisoformat(ended[k].replace("Z", "+00:00")) for k in ("created_at", "ended_at"))
+    created_at, ended_at = (datetime.fromisoformat(ended[k]) for k in ("created_at", "ended_at"))
     assert created_at < ended_at and ended["expires_at"] and ended["cancel_initiated_at"] is None
     assert ended["archived_at"] is None and ended["results_url"].endswith(f"/v1/messages/batches/{batch['id']}/results")
     results = _an_results(sim, ended)
