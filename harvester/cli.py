@@ -200,11 +200,26 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                                            "drop them)"),
         empty_rate: float = typer.Option(0.0, help="share of answers that are empty"),
         log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
+        batch_delay: float = typer.Option(0.0, help="batch APIs: seconds from a batch's creation to its end (its "
+                                          "lines finish evenly over it)"),
+        batch_error_rate: float = typer.Option(0.0, help="share of batch lines failing transiently (500; may pass "
+                                               "when sent again)"),
+        batch_invalid_rate: float = typer.Option(0.0, help="share of batch custom_ids whose line always fails "
+                                                 "(400)"),
+        batch_expire_after: Optional[float] = typer.Option(None, help="a batch expires this many seconds after "
+                                                           "its creation, keeping the lines done (default 24 h)"),
+        batch_enqueued_tokens: Optional[int] = typer.Option(None, help="prompt tokens of unfinished batches past "
+                                                            "which a new batch is refused"),
+        batch_max_lines: Optional[int] = typer.Option(None, min=1, help="requests per batch (default: OpenAI "
+                                                      "50,000, Anthropic 100,000)"),
+        batch_max_bytes: Optional[int] = typer.Option(None, min=1, help="bytes per batch input (default: OpenAI "
+                                                      "200 MB, Anthropic 256 MB)"),
         ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
         seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
     """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
 
-    The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
+    It also serves OpenAI's Files + Batch API (/v1/files, /v1/batches) and Anthropic's Message Batches
+    (/v1/messages/batches), whose lines get the answers the chat endpoint would give. The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
     differ, and a fresh simulator answers a harvest as the last one did."""
     def go() -> None:
         from .sim import SimConfig, serve_forever
@@ -218,7 +233,10 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                         slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
                         quota_exhausted=quota_exhausted, reasoning=reasoning, refusal_rate=refusal_rate,
                         empty_rate=empty_rate, seed=seed,
-                        log_path=str(log) if log else None)
+                        log_path=str(log) if log else None, batch_delay=batch_delay,
+                        batch_error_rate=batch_error_rate, batch_invalid_rate=batch_invalid_rate,
+                        batch_expire_after=batch_expire_after, batch_enqueued_tokens=batch_enqueued_tokens,
+                        batch_max_lines=batch_max_lines, batch_max_bytes=batch_max_bytes)
         serve_forever(cfg, port=port, ready_file=ready_file)
     _guard(go)
 

@@ -5,8 +5,9 @@ given before (the samples of one prompt are identical requests; so they get diff
 fresh simulator answers a whole harvest as the last one did). Optional: latency, rate limits enforced per
 one-second window (like providers that enforce a per-minute limit per second) with truthful
 `x-ratelimit-*` headers, and faults (5xx, dropped connections, garbage bodies, answers slower than
-any sane timeout, an exhausted billing quota), refusals and empty answers. `GET /sim/stats` tells what it
-received and answered.
+any sane timeout, an exhausted billing quota), refusals and empty answers. It also serves OpenAI's Files +
+Batch API and Anthropic's Message Batches (harvester.sim_batches), whose lines get the answers this
+endpoint would give. `GET /sim/stats` tells what it received and answered.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from .errors import HarvesterError
+
+T = TypeVar("T")
 
 _WORDS = ("the a of to and in is that for it as with on by this be are from at or an which can "
           "system model data energy light water cell value time process force change rate number "
@@ -47,6 +50,11 @@ def count_tokens(text: str) -> int:
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
     return 3 + sum(4 + count_tokens(str(m.get("content", ""))) for m in messages)
+
+
+def prompt_key(messages: list[dict[str, Any]]) -> str:
+    """What the simulator counts answers by: the messages, whatever the endpoint that carried them."""
+    return hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
 
 
 REFUSAL = "I'm sorry, but I can't help with that request."
@@ -113,6 +121,23 @@ class SimConfig:
     check_model: bool = False         # a request for another model than `model` gets 404 model_not_found
     seed: int = 0
     log_path: str | None = None       # JSONL: a line per request received, rate_limited (429) or answered
+    # The batch APIs (harvester.sim_batches): OpenAI's Files + Batch API, Anthropic's Message Batches.
+    batch_delay: float = 0.0          # seconds from a batch's creation to its end; its lines finish evenly over it
+    batch_error_rate: float = 0.0     # share of batch lines failing transiently (500-like; may pass when sent again)
+    batch_invalid_rate: float = 0.0   # share of custom_ids whose line always fails (400-like)
+    batch_expire_after: float | None = None   # a batch expires this many seconds after creation (providers: 24 h)
+    batch_enqueued_tokens: int | None = None  # prompt tokens of unfinished batches past which a new one is refused
+    batch_max_lines: int | None = None        # requests per batch (None: OpenAI's 50,000, Anthropic's 100,000)
+    batch_max_bytes: int | None = None        # bytes per input file / create body (None: 200 MB, 256 MB)
+
+
+@dataclass
+class Answer:
+    text: str | None                  # None: the reasoning spent every token
+    reasoning: str | None
+    completion_tokens: int            # of the text
+    reasoning_tokens: int
+    finish: str                       # "stop" | "length"
 
 
 @dataclass
@@ -162,7 +187,10 @@ class Simulator:
         self._tokens_w = _Window(self.config.tpm) if self.config.tpm else None
         self._log = open(self.config.log_path, "a", encoding="utf-8") if self.config.log_path else None
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
+        from .sim_batches import BatchProtocols   # here: that module builds on this one's functions
+        self.batches = BatchProtocols(self)
 
     # --- HTTP -------------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -170,9 +198,11 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/sim/stats", self._stats)
+        self.batches.add_routes(app)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._loop = asyncio.get_running_loop()
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024)
@@ -187,7 +217,9 @@ class Simulator:
         if self._log is not None:
             self._log.close()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, detail: bool = False) -> dict[str, Any]:
+        """What was received and answered; `detail`: also the answers per batch custom_id."""
+        batches = self._on_loop(lambda: self.batches.stats(detail))  # batches advance as time passes
         answered = self.answers_per_prompt
         return {"requests": self.requests, "answered": self.answered,
                 "by_status": {str(k): v for k, v in sorted(self.by_status.items())},
@@ -196,10 +228,25 @@ class Simulator:
                 "prompts_answered_more_than_once": sum(1 for c in answered.values() if c > 1),
                 "refusals": self.injected["refusal"], "empty_answers": self.injected["empty"],
                 "prompt_tokens": self.tokens["prompt"], "completion_tokens": self.tokens["completion"],
-                "first_request": self.first_request, "last_request": self.last_request}
+                "first_request": self.first_request, "last_request": self.last_request, **batches}
+
+    def _on_loop(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the server's event loop: the state it reads is changed there (tests call stats()
+        from their own thread)."""
+        loop = self._loop
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if loop is None or here is loop or not loop.is_running():
+            return fn()
+
+        async def call() -> T:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(call(), loop).result(30)
 
     async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.stats())
+        return web.json_response(self.stats(detail=request.query.get("detail") == "1"))
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
@@ -235,7 +282,7 @@ class Simulator:
         if cfg.quota_exhausted:
             return self._error(429, "You exceeded your current quota, please check your plan and billing "
                                "details.", "insufficient_quota")
-        key = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:16]
+        key = prompt_key(messages)
         headers = self._admit(now, p_tokens + (max_tokens or 0))
         if headers is None:
             self._write_log(key, "rate_limited")
@@ -258,12 +305,26 @@ class Simulator:
             status = self.rng.choice((500, 502, 503))
             return self._error(status, "The server had an error while processing your request.", "server_error")
         roll -= cfg.error_rate
+        answer = self.compose(messages, max_tokens, key)
+        if 0 <= roll < cfg.garbage_rate:
+            self.by_status[200] += 1
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
+                                content_type="application/json", headers=headers)
+        self.by_status[200] += 1
+        self.record_answer(key, p_tokens, answer)
+        return web.json_response(self.completion_body(key, p_tokens, answer), headers=headers)
+
+    # --- the answers themselves: one path for the chat endpoint and for batch lines -------------
+    def compose(self, messages: list[dict[str, Any]], max_tokens: int | None, key: str) -> Answer:
+        """The answer the simulator gives now to these messages (keyed `key`): the next of their series."""
+        cfg = self.config
         reasoning = reasoning_for(messages) if cfg.reasoning else None
         r_tokens = count_tokens(reasoning) if reasoning else 0
         nth = self.answers_per_prompt[key]   # answers given to these messages before: the sample, in effect
         # Refusals and empty answers are decided by (messages, nth), not by the fault dice: the same
         # harvest against a fresh simulator meets the same ones.
         pick = random.Random(f"inject:{key}:{nth}:{cfg.seed}").random()
+        text: str | None
         if max_tokens is not None and reasoning and r_tokens >= max_tokens:  # spent all on thinking
             text, c_tokens, finish, r_tokens = None, 0, "length", max_tokens
         elif pick < cfg.refusal_rate:
@@ -274,25 +335,29 @@ class Simulator:
             self.injected["empty"] += 1
         else:
             text, c_tokens, finish = answer_for(messages, None if max_tokens is None else max_tokens - r_tokens, nth)
-        if 0 <= roll < cfg.garbage_rate:
-            self.by_status[200] += 1
-            return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
-                                content_type="application/json", headers=headers)
-        self.by_status[200] += 1
+        return Answer(text, reasoning, c_tokens, r_tokens, finish)
+
+    def record_answer(self, key: str, p_tokens: int, answer: Answer, **log: Any) -> None:
+        """Count an answer given (synchronous or in a batch): what /sim/stats and the log tell."""
         self.answered += 1
         self.answers_per_prompt[key] += 1
         self.tokens["prompt"] += p_tokens
-        self.tokens["completion"] += c_tokens + r_tokens
-        self._write_log(key, "answered")
-        message = {"role": "assistant", "content": text, **({"reasoning_content": reasoning} if reasoning else {})}
+        self.tokens["completion"] += answer.completion_tokens + answer.reasoning_tokens
+        self._write_log(key, "answered", **log)
+
+    def completion_body(self, key: str, p_tokens: int, answer: Answer) -> dict[str, Any]:
+        """A chat.completion object, as the chat endpoint (and a batch output line) carries it."""
+        reasoning, r_tokens = answer.reasoning, answer.reasoning_tokens
+        c_tokens = answer.completion_tokens
+        message = {"role": "assistant", "content": answer.text,
+                   **({"reasoning_content": reasoning} if reasoning else {})}
         usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens + r_tokens,
                  "total_tokens": p_tokens + c_tokens + r_tokens,
                  **({"completion_tokens_details": {"reasoning_tokens": r_tokens}} if reasoning else {})}
-        return web.json_response({
-            "id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
-            "model": cfg.model, "system_fingerprint": "fp_sim",
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": None}],
-            "usage": usage}, headers=headers)
+        return {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
+                "model": self.config.model, "system_fingerprint": "fp_sim",
+                "choices": [{"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}],
+                "usage": usage}
 
     def _admit(self, now: float, tokens: int) -> dict[str, str] | None:
         """Rate-limit headers if the request is admitted; None if it must get a 429."""
@@ -323,9 +388,9 @@ class Simulator:
         return self._error(429, "Rate limit reached: too many requests or tokens in this second.",
                            "rate_limit_exceeded", headers)
 
-    def _write_log(self, key: str, event: str) -> None:
+    def _write_log(self, key: str, event: str, **extra: Any) -> None:
         if self._log is not None:
-            self._log.write(json.dumps({"t": time.time(), "prompt": key, "event": event}) + "\n")
+            self._log.write(json.dumps({"t": time.time(), "prompt": key, "event": event, **extra}) + "\n")
             self._log.flush()
 
 
