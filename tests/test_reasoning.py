@@ -11,7 +11,7 @@ import datasets
 import yaml
 
 from conftest import cli
-from harvester.teacher import _reasoning
+from harvester.providers.chat import _reasoning
 from openai_rows import validate_openai_row
 
 
