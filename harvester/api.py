@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, plans
+from .batch_client import client_for
+from .batches import BatchProgress, BatchRunner, check_batch_config, protocol_for
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
@@ -41,7 +43,7 @@ if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
     from .export.pipeline import ExportReport
 
 EXIT_CODES = {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "config": 2, "quota": 3,
-              "unavailable": 4, "interrupted": 130}
+              "unavailable": 4, "detached": 5, "interrupted": 130}
 
 
 @dataclass
@@ -171,16 +173,25 @@ class Harvester:
     # --- run ----------------------------------------------------------------------------
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,
                   handle_signals: bool = True, retry_failed: bool = False, limit: int | None = None,
-                  on_plan: Callable[[PlanSummary], None] | None = None) -> RunResult:
+                  on_plan: Callable[[PlanSummary], None] | None = None, mode: str | None = None,
+                  detach: bool = False, on_batch_progress: Callable[[BatchProgress], None] | None = None
+                  ) -> RunResult:
         """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`).
 
         `retry_failed`: send the plan's failed jobs again too, permanent failures included (after
         fixing what made them fail). `limit`: a trial, sending only the plan's first `limit` jobs in
         plan order (the plan stays whole; a later run sends the rest). `on_plan` is told the plan (its
-        duplicates merged, its earlier versions) once planned, before anything is sent."""
+        duplicates merged, its earlier versions) once planned, before anything is sent. `mode` overrides
+        `teacher.mode`: "batch" sends through the provider's batch API (harvester.batches), and `detach`
+        then returns once everything is submitted."""
         if limit is not None and limit < 1:
             raise ConfigError(f"--limit: {limit} is not a number of jobs; give 1 or more")
+        mode = mode or self.job.teacher.mode
+        if mode not in ("sync", "batch"):
+            raise ConfigError(f"--mode: {mode!r} is not a mode; give sync or batch")
         terms = check_terms(self.job.teacher)  # before anything is planned or sent
+        if mode == "batch":
+            check_batch_config(self.job)
         # Config errors before anything is written: a run refused for bad input leaves the store as it was.
         self.job.teacher.api_key()
         check_quota_config(self.job)
@@ -207,6 +218,10 @@ class Harvester:
             raise
         if guard.active:
             ledger.expire_lost(store, stale_before=time.time() - self.job.lease_seconds)
+        if mode == "batch":
+            await teacher.aclose()
+            return await self._run_batches(summary.plan_key, run_id, guard, max_seq, detach, on_batch_progress,
+                                           handle_signals)
         crawler = Crawler(self.job, store, teacher, plan_key=summary.plan_key, run_id=run_id, owner=owner,
                           quota=guard if guard.active else None, total=sum(before.values()),
                           done_before=before["done"], failed_before=before["failed"], max_seq=max_seq)
@@ -232,6 +247,22 @@ class Harvester:
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
                          dict(outcome.errors), store.status(summary.plan_key))
 
+    async def _run_batches(self, plan_key: str, run_id: int, guard: QuotaGuard, max_seq: int | None, detach: bool,
+                           on_progress: Callable[[BatchProgress], None] | None, handle_signals: bool) -> RunResult:
+        runner = BatchRunner(self.job, self.store, client_for(self.job.teacher, protocol_for(self.job)),
+                             plan_key=plan_key, run_id=run_id, guard=guard if guard.active else None, max_seq=max_seq,
+                             detach=detach, on_progress=on_progress)
+        restore = self._install_signals(runner) if handle_signals else None
+        outcome: RunOutcome | None = None
+        try:
+            outcome = await runner.run()
+        finally:
+            if restore:
+                restore()
+            self.store.end_run(run_id, exit_reason=outcome.reason if outcome else "error", answered=runner.answered)
+        return RunResult(outcome.reason, outcome.message, 0, outcome.answered, outcome.failed, {},
+                         self.store.status(plan_key))
+
     def run_sync(self, **kwargs: Any) -> RunResult:
         return asyncio.run(self.run(**kwargs))
 
@@ -241,7 +272,7 @@ class Harvester:
             self._crawler.stop()
 
     @staticmethod
-    def _install_signals(crawler: Crawler) -> Callable[[], None] | None:
+    def _install_signals(crawler: Crawler | BatchRunner) -> Callable[[], None] | None:
         if threading.current_thread() is not threading.main_thread():
             return None
         loop = asyncio.get_running_loop()
@@ -250,7 +281,7 @@ class Harvester:
         def on_signal() -> None:
             hits["n"] += 1
             crawler.stop("interrupted", "stopped by a signal; rerun to resume")
-            if hits["n"] > 1:  # a second Ctrl-C: do not wait for answers in flight
+            if hits["n"] > 1 and isinstance(crawler, Crawler):  # a second Ctrl-C: do not wait for answers in flight
                 crawler.cancel_sending()
 
         for sig in (signal.SIGINT, signal.SIGTERM):

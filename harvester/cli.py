@@ -74,7 +74,11 @@ def run(job: Path = JobArg,
         retry_failed: bool = typer.Option(False, "--retry-failed", help="send the failed jobs again too, "
                                           "permanent failures (4xx) included: after fixing their cause"),
         limit: Optional[int] = typer.Option(None, "--limit", min=1, help="a trial: send only the plan's first N "
-                                            "jobs (in plan order); a later run sends the rest")) -> None:
+                                            "jobs (in plan order); a later run sends the rest"),
+        mode: Optional[str] = typer.Option(None, "--mode", help="sync or batch (the provider's batch API, at its "
+                                           "batch price); default: teacher.mode"),
+        detach: bool = typer.Option(False, "--detach", help="batch mode: submit, then exit (5); a later run or "
+                                    "`status` reads the answers")) -> None:
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
@@ -91,13 +95,21 @@ def run(job: Path = JobArg,
             for problem in est["problems"]:
                 err.print(f"[bold red]run would stop:[/] {problem}", markup=True, highlight=False)
             return est["exit_code"]
-        display = None if quiet else ProgressDisplay()
+        batch = (mode or h.job.teacher.mode) == "batch"
+        display = None if quiet or batch else ProgressDisplay()   # batch mode prints a line per change instead
 
         def on_plan(summary: Any) -> None:  # before anything is sent: a line, not a question (runs are unattended)
             for line in plan_lines(summary.__dict__):
                 out.print(line, highlight=False)
+        def on_batches(p: Any) -> None:
+            if quiet:
+                return
+            states = ", ".join(f"{n} {s}" for s, n in sorted(p.open.items())) or "none open"
+            out.print(f"batches: {states}; {p.lines_open:,} lines waiting; job: {p.done:,}/{p.total:,} done, "
+                      f"{p.failed:,} failed" + "".join(f"\n  {n}" for n in p.notes), highlight=False, markup=False)
         try:
-            result = h.run_sync(on_progress=display, retry_failed=retry_failed, limit=limit, on_plan=on_plan)
+            result = h.run_sync(on_progress=display, retry_failed=retry_failed, limit=limit, on_plan=on_plan,
+                                mode=mode, detach=detach, on_batch_progress=on_batches)
         finally:
             if display:
                 display.close()

@@ -94,6 +94,8 @@ class Teacher(_Model):
     limits: Limits = Field(default_factory=Limits)
     timeout: float = Field(120.0, gt=0, description="seconds before one request is abandoned")
     provider: str | None = Field(None, description="e.g. openai, anthropic; guessed from base_url")
+    mode: Literal["sync", "batch"] = Field("sync", description="batch: through the provider's batch API, at its "
+                                           "batch price, answers within its window (24 h)")
     terms: Terms | None = None
     _job_file: str | None = PrivateAttr(None)   # named in the error about a missing key
 
@@ -169,6 +171,18 @@ class Retry(_Model):
 class Prices(_Model):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
+    batch_factor: float | None = Field(None, gt=0, le=1, description="the share of these prices a batch pays "
+                                       "(e.g. 0.5); default: the provider's, else 1")
+
+
+class BatchSettings(_Model):
+    """Batch mode (`teacher.mode: batch`): how jobs are packed into provider batches and watched."""
+
+    protocol: Literal["auto", "openai", "anthropic"] = Field(
+        "auto", description="auto: Anthropic's Message Batches for api.anthropic.com, else OpenAI's Files + Batch API")
+    max_requests: int | None = Field(None, ge=1, description="lines per batch; default: the provider's limit")
+    max_open: int = Field(4, ge=1, le=1000, description="batches open at the provider at once")
+    poll_seconds: float = Field(30.0, gt=0, description="seconds between looks at the open batches")
 
 
 class Quota(_Model):
@@ -279,6 +293,7 @@ class Job(_Model):
     export: Export = Field(default_factory=Export)
     retry: Retry = Field(default_factory=Retry)
     quota: Quota = Field(default_factory=Quota)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
     lease_seconds: float = Field(600.0, gt=0, description="a claimed job returns to the queue after this")
 
     @model_validator(mode="after")

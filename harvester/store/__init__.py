@@ -25,9 +25,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from ..errors import StoreError
-from . import ledger
+from . import batches, ledger
 from .rows import JobSpec, Record
-from .tables import SCHEMA_VERSION, Attempt, Job, Meta, Response, Run, Usage, UsageTotal
+from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal
 
 __all__ = ["Store", "sqlite_path", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",
            "Response", "Usage", "Meta", "SCHEMA_VERSION"]
@@ -37,6 +37,7 @@ R = Response.__table__
 A = Attempt.__table__
 RUN = Run.__table__
 META = Meta.__table__
+BATCH = Batch.__table__
 
 
 @dataclass(slots=True)
@@ -162,7 +163,7 @@ class Store:
             if not self.is_sqlite:  # concurrent CREATE TABLEs collide: one process at a time
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243510394)"))
             SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in
-                                                       (Meta, Run, Job, Attempt, Response, Usage, UsageTotal)])
+                                                       (Meta, Run, Job, Attempt, Response, Usage, UsageTotal, Batch)])
             found = conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
             if found is None:
                 conn.execute(META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
@@ -429,12 +430,18 @@ class Store:
                                        .where(J.c.plan_key == plan_key, J.c.status == "failed")
                                        .group_by(J.c.error_kind)).all())
             runs = conn.execute(sa.select(RUN).order_by(RUN.c.id.desc()).limit(1)).mappings().first()
+            open_batches = conn.execute(sa.select(BATCH).where(BATCH.c.plan_key == plan_key,
+                                                               BATCH.c.state.in_(batches.OPEN_STATES))
+                                        .order_by(BATCH.c.id)).mappings().all()
         states = {s: by_state.get(s, 0) for s in ("pending", "leased", "done", "failed")}
         return {"jobs": sum(states.values()), **states, "other_plans": other,
                 "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]), "truncated": int(truncated),
                 "requests": attempts[0], "failed_requests": attempts[1],
                 "errors_by_kind": errors, "failed_by_kind": failed,
-                "last_run": dict(runs) if runs else None, "workers": workers}
+                "last_run": dict(runs) if runs else None, "workers": workers,
+                "batches": [{"id": b["id"], "provider_id": b["provider_id"], "state": b["state"],
+                             "provider_status": b["provider_status"], "lines": b["lines"], "succeeded": b["succeeded"],
+                             "failed": b["failed"], "age_s": round(now - b["created_at"], 1)} for b in open_batches]}
 
     def _plan_key(self, plan_key: str | None) -> str:
         """The plan asked for, else the store's current one."""
@@ -570,5 +577,11 @@ def _v1_reasoning(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE response ADD COLUMN reasoning TEXT"))
 
 
+def _v2_batches(conn: Connection) -> None:
+    """v2 -> v3: provider batches (their table is created with the others); ledger rows name theirs."""
+    conn.execute(sa.text("ALTER TABLE usage ADD COLUMN batch_id INTEGER"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_usage_batch_id ON usage (batch_id)"))
+
+
 # Ordered schema migrations: MIGRATIONS[v - 1] upgrades a store from version v to v + 1.
-MIGRATIONS: list[Any] = [_v1_reasoning]
+MIGRATIONS: list[Any] = [_v1_reasoning, _v2_batches]

@@ -134,7 +134,8 @@ def expire_lost(store: "Store", stale_before: float) -> int:
     with store.write() as conn:
         dead = sa.select(RUN.c.id).where(sa.or_(RUN.c.ended_at.is_(None), RUN.c.exit_reason == "crashed"),
                                          RUN.c.heartbeat_at < stale_before)
-        q = sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead)).order_by(U.c.id)
+        # (a batch's lines are not the run's: whichever run reads their results settles them)
+        q = sa.select(U).where(U.c.state == "reserved", U.c.run_id.in_(dead), U.c.batch_id.is_(None)).order_by(U.c.id)
         if not store.is_sqlite:  # two workers starting at once must not both count the same ones
             q = q.with_for_update()
         rows = conn.execute(q).mappings().all()

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Index
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Meta(SQLModel, table=True):
@@ -105,6 +105,34 @@ class Usage(SQLModel, table=True):
     output_tokens: int = 0
     usd: float = 0.0
     created_at: float = 0.0
+    batch_id: int | None = Field(default=None, index=True)  # a provider batch's line (v3): settled by
+    # whichever run reads its result, never expired as lost with the run that submitted it
+
+
+class Batch(SQLModel, table=True):
+    """A provider batch (v3). Its intent is recorded, its lines leased to it and their worst case reserved,
+    all in one transaction before anything is uploaded; each provider id right after the step that made it.
+    Its jobs are leased to `batch:<id>` until their results are read."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    plan_key: str = Field(index=True)
+    protocol: str                                # openai | anthropic
+    tag: str = Field(unique=True)                # our name for it at the provider (metadata, file name)
+    state: str = Field(default="intent", index=True)  # intent | uploaded | submitted | ended | collected | abandoned
+    lines: int = 0
+    run_id: int                                  # the run that made it
+    input_file_id: str | None = None             # OpenAI: the uploaded input file
+    provider_id: str | None = None               # the provider's batch id
+    provider_status: str | None = None           # its last status, in the provider's words
+    outcome: str | None = None                   # completed | failed | expired | cancelled
+    detail: str | None = None                    # the provider's words on a failed or cancelled batch
+    succeeded: int = 0                           # lines answered, as read
+    failed: int = 0                              # lines errored, expired or cancelled, as read
+    usd_reserved: float = 0.0
+    created_at: float = 0.0
+    submitted_at: float | None = None
+    ended_at: float | None = None
+    collected_at: float | None = None
 
 
 class UsageTotal(SQLModel, table=True):

@@ -1,0 +1,128 @@
+"""Batch mode end to end: the real CLI and store against the simulator's batch APIs (both protocols).
+
+Every answer exactly once, counted against the simulator's own log; kill -9 at random moments, then
+reruns: no custom_id answered twice and none lost; expired batches keep what they finished; line
+errors follow the retry rules; budgets hold at the batch price.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import cli, popen_cli, store_count
+
+FAST = {"poll_seconds": 0.05}
+
+
+def batch_job(make_job, sim, n: int, protocol: str = "openai", **batch) -> Path:
+    return make_job(sim, n=n, teacher={"mode": "batch"}, batch={"protocol": protocol, **FAST, **batch})
+
+
+def answers(job: Path) -> int:
+    return store_count(job, "select count(*) from response")
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_batch_run_answers_every_job_once_through_several_batches(sim_factory, make_job, protocol) -> None:
+    sim = sim_factory(batch_delay=0.2)
+    n = 250
+    job = batch_job(make_job, sim, n, protocol, max_requests=60)
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"job: {n}/{n} done" in r.stdout
+    stats = sim.stats()
+    assert stats["requests"] == 0                             # nothing went through the chat endpoint
+    assert stats["batch_custom_ids_answered"] == n and stats["batch_custom_ids_answered_more_than_once"] == 0
+    assert stats["batches_created"][protocol] == 5            # 250 lines, 60 per batch
+    assert answers(job) == n
+    # the answers are the ones a synchronous run gets
+    with sqlite3.connect(job.parent / "data" / "t.db") as c:
+        raw = [json.loads(x) for (x,) in c.execute("select raw from response")]
+    assert all(x.get("batch") for x in raw)
+    e = cli("export", str(job))
+    assert e.returncode == 0, e.stdout + e.stderr
+    r = cli("run", str(job))
+    assert r.returncode == 0 and sim.stats()["batch_custom_ids_answered"] == n  # a rerun sends nothing
+
+
+def test_detach_submits_and_exits_5_and_a_later_run_reads_the_answers(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=1.5)
+    job = batch_job(make_job, sim, 30, max_requests=10, max_open=10)
+    r = cli("run", str(job), "--detach")
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "run detached" in r.stdout and "3 batches open" in r.stdout
+    s = json.loads(cli("status", str(job), "--json").stdout)
+    assert [b["lines"] for b in s["batches"]] == [10, 10, 10] and s["leased"] == 30
+    time.sleep(1.6)
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sim.stats()["batches_created"]["openai"] == 3        # read, not submitted again
+    assert answers(job) == 30
+
+
+def test_expired_batches_keep_their_answers_and_the_rest_goes_again(sim_factory, make_job) -> None:
+    # each batch expires halfway: its finished lines are kept, the others go into later batches
+    sim = sim_factory(batch_delay=0.4, batch_expire_after=0.2)
+    n = 80
+    job = batch_job(make_job, sim, n, max_requests=40)
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sim.stats()
+    assert s["batch_lines_expired"] > 0
+    assert s["batch_custom_ids_answered"] == n and s["batch_custom_ids_answered_more_than_once"] == 0
+    assert answers(job) == n
+
+
+def test_line_errors_follow_the_retry_rules(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.1, batch_error_rate=0.3, batch_invalid_rate=0.1, seed=3)
+    n = 100
+    job = batch_job(make_job, sim, n, max_requests=50)
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with sqlite3.connect(job.parent / "data" / "t.db") as c:
+        failed = c.execute("select count(*), min(permanent) from job where status = 'failed'").fetchone()
+        done = c.execute("select count(*) from job where status = 'done'").fetchone()[0]
+        retried = c.execute("select count(*) from job where status = 'done' and attempts > 1").fetchone()[0]
+    assert failed[0] > 0 and failed[1] == 1          # the invalid lines: failed, permanent, once
+    assert done + failed[0] == n and retried > 0      # transient errors: answered in a later batch
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_pays_nothing_twice(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.3)
+    n = 600
+    job = batch_job(make_job, sim, n, max_requests=50, max_open=3)
+    rnd = random.Random(11)
+    for _ in range(10):
+        p = popen_cli("run", str(job), "--quiet")
+        time.sleep(rnd.uniform(0.3, 1.5))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    r = cli("run", str(job), "--quiet", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sim.stats()
+    assert s["batch_custom_ids_answered"] == n
+    assert s["batch_custom_ids_answered_more_than_once"] == 0
+    assert answers(job) == n
+
+
+def test_a_usd_budget_holds_at_the_batch_price(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.1)
+    n = 200
+    # worst case per line: ~ (input bound ~100 + 400 max_tokens) tokens at $1/Mtok each way, x 0.5
+    job = batch_job(make_job, sim, n, max_requests=40)
+    text = job.read_text().replace("quota: {}", "")
+    job.write_text(text + "quota:\n  usd_total: 0.05\n  prices: {input_per_mtok: 1.0, output_per_mtok: 1.0, "
+                   "batch_factor: 0.5}\n")
+    r = cli("run", str(job), "--quiet")
+    assert r.returncode == 3, r.stdout + r.stderr
+    q = json.loads(cli("quota", str(job), "--json").stdout)
+    assert q["total"]["usd"] <= 0.05 + 1e-9
+    assert 0 < answers(job) < n
