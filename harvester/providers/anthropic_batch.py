@@ -16,7 +16,7 @@ means adding those three to what `unsupported` refuses. Pure: stdlib only, no I/
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import anthropic
@@ -228,4 +228,4 @@ def _epoch(value: Any) -> float | None:
         when = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
