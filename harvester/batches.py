@@ -166,7 +166,8 @@ class BatchRunner:
 
     async def _submit(self) -> None:
         while not self._stopping:
-            if len(await asyncio.to_thread(sb.open_batches, self.store, self.plan_key)) >= self.job.batch.max_open:
+            n_open = len(await asyncio.to_thread(sb.open_batches, self.store, self.plan_key))
+            if n_open >= self.job.batch.max_open:
                 return
             now = utc_now()
             tag = f"harvester-{uuid.uuid4().hex[:20]}"
@@ -178,6 +179,8 @@ class BatchRunner:
             if got is None:
                 return
             if isinstance(got, Overrun):
+                if n_open:     # what the open batches did not use comes back when they are read: wait
+                    return
                 assert self.guard is not None
                 raise self.guard._exceeded(got, now)
             row = {"id": got.id, "tag": tag, "run_id": self.run_id, "input_file_id": None, "lines": len(got.lines),

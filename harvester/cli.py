@@ -117,7 +117,8 @@ def run(job: Path = JobArg,
         trial = f" (trial --limit {limit}: the first {min(limit, s['jobs']):,} of {s['jobs']:,} jobs)" if limit else ""
         out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
-                  f"{s['pending']} pending" + (f", {s['leased']} leased by other workers" if s.get("leased") else "")
+                  f"{s['pending']} pending" + (f", {s['in_batches']} in open batches" if s.get("in_batches") else "")
+                  + (f", {held} leased by other workers" if (held := s.get("leased", 0) - s.get("in_batches", 0)) else "")
                   + (f", {s['truncated']:,} truncated (max_tokens)" if s.get("truncated") else ""), highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -52,13 +53,16 @@ def make_v1_store(tmp_path: Path, n: int = 6) -> Path:
     store.close()
     with sqlite3.connect(db) as c:                                      # back to version 1's layout
         c.execute("ALTER TABLE response DROP COLUMN reasoning")
+        c.execute("DROP INDEX ix_usage_batch_id")                       # (v3)
+        c.execute("ALTER TABLE usage DROP COLUMN batch_id")
+        c.execute("DROP TABLE batch")
         c.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     return db
 
 
 def test_a_new_store_records_its_version(tmp_path: Path) -> None:
     Store(f"sqlite:///{tmp_path / 'new.db'}").close()
-    assert version_of(tmp_path / "new.db") == str(SCHEMA_VERSION) == "2"
+    assert version_of(tmp_path / "new.db") == str(SCHEMA_VERSION) == "3"
     assert len(MIGRATIONS) == SCHEMA_VERSION - 1  # one migration per version step, none missing
 
 
@@ -66,22 +70,23 @@ def test_an_older_store_is_migrated_once(tmp_path: Path, monkeypatch: pytest.Mon
     db = make_v1_store(tmp_path)
     before = dump(db)
     calls: list[int] = []
-    real = MIGRATIONS[0]
 
-    def v1_to_v2(conn: sa.Connection) -> None:
-        calls.append(1)
-        real(conn)
+    def counted(step: int, real: Any) -> Any:
+        def migrate(conn: sa.Connection) -> None:
+            calls.append(step)
+            real(conn)
+        return migrate
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [v1_to_v2])
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [counted(i + 1, m) for i, m in enumerate(MIGRATIONS)])
     Store(f"sqlite:///{db}").close()
-    assert calls == [1] and version_of(db) == "2"
-    # Everything else is as it was: the dump differs only by the column and the version.
+    assert calls == [1, 2] and version_of(db) == "3"
+    # Everything else is as it was: the dump differs only by the columns and the version.
     after = dump(db)
     assert [line for line in before if line not in after] == [
-        line for line in before if "schema_version" in line or line.startswith(('INSERT INTO "response"',
-                                                                                 "CREATE TABLE response"))]
+        line for line in before if "schema_version" in line or line.startswith((
+            'INSERT INTO "response"', "CREATE TABLE response", 'INSERT INTO "usage"', "CREATE TABLE usage "))]
     store = Store(f"sqlite:///{db}")                                   # opened again: not migrated again
-    assert calls == [1]
+    assert calls == [1, 2]
     s = store.status("plan1")
     assert (s["jobs"], s["done"], s["pending"]) == (6, 2, 4)          # the data came through
     records = list(store.iter_records("plan1"))

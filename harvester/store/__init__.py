@@ -430,6 +430,8 @@ class Store:
                                        .where(J.c.plan_key == plan_key, J.c.status == "failed")
                                        .group_by(J.c.error_kind)).all())
             runs = conn.execute(sa.select(RUN).order_by(RUN.c.id.desc()).limit(1)).mappings().first()
+            in_batches = conn.execute(sa.select(sa.func.count()).where(
+                J.c.plan_key == plan_key, J.c.status == "leased", J.c.lease_owner.like("batch:%"))).scalar() or 0
             open_batches = conn.execute(sa.select(BATCH).where(BATCH.c.plan_key == plan_key,
                                                                BATCH.c.state.in_(batches.OPEN_STATES))
                                         .order_by(BATCH.c.id)).mappings().all()
@@ -438,7 +440,7 @@ class Store:
                 "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]), "truncated": int(truncated),
                 "requests": attempts[0], "failed_requests": attempts[1],
                 "errors_by_kind": errors, "failed_by_kind": failed,
-                "last_run": dict(runs) if runs else None, "workers": workers,
+                "last_run": dict(runs) if runs else None, "workers": workers, "in_batches": in_batches,
                 "batches": [{"id": b["id"], "provider_id": b["provider_id"], "state": b["state"],
                              "provider_status": b["provider_status"], "lines": b["lines"], "succeeded": b["succeeded"],
                              "failed": b["failed"], "age_s": round(now - b["created_at"], 1)} for b in open_batches]}

@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from . import ledger
-from .ledger import Budget, Overrun, Reservation, Settlement
+from .ledger import T, Budget, Overrun, Reservation, Settlement, amounts, metric_of, settle, window_keys
 from .tables import Attempt, Batch, Job, Response, Run, Usage
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ R = Response.__table__
 A = Attempt.__table__
 U = Usage.__table__
 RUN = Run.__table__
-T = ledger.T
 
 FOREVER = 1e15          # a batch's lease: until its results are read (or it is abandoned)
 OPEN_STATES = ("intent", "uploaded", "submitted", "ended")
@@ -81,7 +79,7 @@ def start(store: Store, *, plan_key: str, protocol: str, tag: str, run_id: int, 
     encoded, and as the budgets allow with each line at its worst case. None: nothing to claim;
     Overrun: not even one line fits a budget."""
     now = time.time()
-    keys = ledger.window_keys(run_id, day, month)
+    keys = window_keys(run_id, day, month)
     windows = sorted(set(keys.values()))
     claimable = sa.or_(J.c.status == "pending", sa.and_(J.c.status == "leased", J.c.lease_expires < now))
     pick = (sa.select(J.c.id, J.c.request).where(J.c.plan_key == plan_key, claimable)
@@ -135,11 +133,11 @@ def _how_many_fit(costs: list[LineCost], budgets: list[Budget], totals: dict[str
     take = len(costs)
     for b in budgets:
         row = totals[keys[b.window]]
-        used, held = ledger.metric_of(row, b.metric, False), ledger.metric_of(row, b.metric, True)
+        used, held = metric_of(row, b.metric, False), metric_of(row, b.metric, True)
         room = b.limit - used - held + 1e-9
         total = 0.0
         for i, c in enumerate(costs[:take]):
-            total += ledger.amounts(1, c.input_tokens, c.output_tokens, c.usd)[b.metric]
+            total += amounts(1, c.input_tokens, c.output_tokens, c.usd)[b.metric]
             if total > room:
                 if i == 0:
                     return Overrun(b, used, held)
@@ -228,7 +226,7 @@ def record_lines(store: Store, batch_id: int, run_id: int, outcomes: Iterable[Li
             conn.execute(J.update().where(J.c.id == o.job_id).values(
                 status="pending" if again else "failed", attempts=attempts, lease_owner=None, lease_expires=None,
                 last_error=o.message, error_kind=o.error_kind, permanent=o.permanent and not again, updated_at=now))
-        ledger.settle(conn, settlements)
+        settle(conn, settlements)
         conn.execute(B.update().where(B.c.id == batch_id).values(succeeded=B.c.succeeded + answered,
                                                                  failed=B.c.failed + other))
     return answered, other
@@ -242,7 +240,7 @@ def release(store: Store, batch_id: int, state: str = "collected", **fields: Any
     with store.write() as conn:
         left = [r.id for r in conn.execute(sa.select(J.c.id).where(J.c.status == "leased", J.c.lease_owner == owner))]
         reservations = _reservations(conn, batch_id, left)
-        ledger.settle(conn, [Settlement(r, False, 0, 0, 0.0) for r in reservations.values()])
+        settle(conn, [Settlement(r, False, 0, 0, 0.0) for r in reservations.values()])
         if left:
             conn.execute(J.update().where(J.c.status == "leased", J.c.lease_owner == owner)
                          .values(status="pending", lease_owner=None, lease_expires=None, updated_at=now))
@@ -257,6 +255,6 @@ def _reservations(conn: Connection, batch_id: int, job_ids: list[str]) -> dict[s
         rows = conn.execute(sa.select(U).where(U.c.batch_id == batch_id, U.c.state == "reserved",
                                                U.c.job_id.in_(job_ids[i:i + 500]))).mappings()
         for r in rows:
-            out[r["job_id"]] = Reservation(r["id"], tuple(ledger.window_keys(r["run_id"], r["day"], r["month"]).values()),
+            out[r["job_id"]] = Reservation(r["id"], tuple(window_keys(r["run_id"], r["day"], r["month"]).values()),
                                            r["input_reserved"], r["output_reserved"], r["usd_reserved"])
     return out
