@@ -219,9 +219,14 @@ class Harvester:
         if guard.active:
             ledger.expire_lost(store, stale_before=time.time() - self.job.lease_seconds)
         if mode == "batch":
-            await teacher.aclose()
-            return await self._run_batches(summary.plan_key, run_id, guard, max_seq, detach, on_batch_progress,
-                                           handle_signals)
+            result = await self._run_batches(summary.plan_key, run_id, guard, max_seq, detach, on_batch_progress,
+                                             handle_signals)
+            if result.reason != "deadline":
+                await teacher.aclose()
+                store.end_run(run_id, exit_reason=result.reason, answered=result.answered)
+                return result
+            # batch.deadline passed: what the batches did not answer is sent now, at the synchronous price
+            before = store.count_states(summary.plan_key, max_seq)
         crawler = Crawler(self.job, store, teacher, plan_key=summary.plan_key, run_id=run_id, owner=owner,
                           quota=guard if guard.active else None, total=sum(before.values()),
                           done_before=before["done"], failed_before=before["failed"], max_seq=max_seq)
@@ -256,10 +261,12 @@ class Harvester:
         outcome: RunOutcome | None = None
         try:
             outcome = await runner.run()
+        except BaseException:
+            self.store.end_run(run_id, exit_reason="error", answered=runner.answered)
+            raise
         finally:
             if restore:
                 restore()
-            self.store.end_run(run_id, exit_reason=outcome.reason if outcome else "error", answered=runner.answered)
         return RunResult(outcome.reason, outcome.message, 0, outcome.answered, outcome.failed, {},
                          self.store.status(plan_key))
 

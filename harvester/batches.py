@@ -31,6 +31,9 @@ from .store.ledger import Overrun
 from .workers import dead_after, process_gone
 
 
+DEADLINE = "cancelled by harvester: batch.deadline passed"
+
+
 @dataclass
 class BatchProgress:
     """A snapshot for progress displays."""
@@ -93,6 +96,7 @@ class BatchRunner:
         self._stop_reason: RunOutcome | None = None
         self._wake = asyncio.Event()
         self._last_seen: tuple[Any, ...] = ()
+        self.late = False        # a batch passed batch.deadline: submit no more, finish synchronously
 
     # --- public -------------------------------------------------------------------------
     def stop(self, reason: str = "interrupted", message: str = "") -> None:
@@ -116,6 +120,8 @@ class BatchRunner:
                     break
                 open_now = await asyncio.to_thread(sb.open_batches, self.store, self.plan_key)
                 self._report(open_now)
+                if self.late and not open_now:   # the batches past their deadline are read: the rest goes sync
+                    return RunOutcome("deadline", answered=self.answered, failed=self.line_failures)
                 if self.detach and not await self._claimable():
                     return RunOutcome("detached", f"{len(open_now)} batches open at the provider; `harvester run` "
                                       "or `harvester status` later reads what they answered", answered=self.answered)
@@ -156,6 +162,13 @@ class BatchRunner:
                 await asyncio.to_thread(sb.update, self.store, row["id"], provider_status=state.status)
             if state.ended:
                 await self._collect(row, state)
+            elif self._past_deadline(row) and row["detail"] != DEADLINE:
+                # Cancelled at the provider, which keeps what it finished; the rest is answered synchronously
+                await asyncio.to_thread(sb.update, self.store, row["id"], detail=DEADLINE)
+                await self.client.cancel(row["provider_id"])
+                self.late = True
+                self._note(f"batch {row['provider_id']} passed batch.deadline ({self.job.batch.deadline:g} s): "
+                           "cancelled; what it answered is kept, the rest goes synchronously")
 
     def _adopt(self, row: dict[str, Any]) -> bool:
         """Whether this run may create a batch recorded but not created: its own, or one whose run has
@@ -164,8 +177,12 @@ class BatchRunner:
             return True
         return sb.adopt(self.store, row["id"], row["run_id"], self.run_id)
 
+    def _past_deadline(self, row: dict[str, Any]) -> bool:
+        deadline = self.job.batch.deadline
+        return deadline is not None and row["submitted_at"] is not None and time.time() > row["submitted_at"] + deadline
+
     async def _submit(self) -> None:
-        while not self._stopping:
+        while not self._stopping and not self.late:
             n_open = len(await asyncio.to_thread(sb.open_batches, self.store, self.plan_key))
             if n_open >= self.job.batch.max_open:
                 return
@@ -229,11 +246,13 @@ class BatchRunner:
             self.line_failures += other
             self.usd += sum(o.usd for o in outcomes if o.answer is not None)
         back = await asyncio.to_thread(sb.release, self.store, row["id"], "collected", outcome=state.outcome,
-                                       detail=state.errors or None)
+                                       detail=state.errors or row["detail"])
         self.collected += 1
         if state.outcome == "failed":
             self.stop("misconfigured", f"batch {state.id} failed at the provider: {state.errors or 'no reason given'}; "
                       f"its {back} jobs are pending again: fix the job file and rerun")
+        elif state.outcome == "cancelled" and row["detail"] == DEADLINE:
+            self.late = True
         elif state.outcome == "cancelled" and not self._stopping:
             self.stop("interrupted", f"batch {state.id} was cancelled at the provider: its answers are kept, its "
                       f"{back} other jobs are pending again; rerun to submit them")

@@ -183,6 +183,19 @@ class BatchSettings(_Model):
     max_requests: int | None = Field(None, ge=1, description="lines per batch; default: the provider's limit")
     max_open: int = Field(4, ge=1, le=1000, description="batches open at the provider at once")
     poll_seconds: float = Field(30.0, gt=0, description="seconds between looks at the open batches")
+    deadline: float | None = Field(None, gt=0, description="how long a batch may take (seconds, or e.g. '6h', "
+                                   "'90m'): then it is cancelled, its answers kept, and the rest answered "
+                                   "synchronously at the synchronous price; default: the provider's window")
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*", v)
+            if m is None:
+                raise ValueError(f"not a duration: {v!r}; write seconds, or a number with s, m, h or d (e.g. '6h')")
+            return float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+        return v
 
 
 class Quota(_Model):

@@ -37,6 +37,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import BodyPartReader, web
@@ -128,6 +129,9 @@ class BatchProtocols:
         self.lines: Counter[str] = Counter()           # received, answered, errored, expired, canceled
         self.per_custom_id: Counter[str] = Counter()   # answers given per custom_id
         self.attempts: Counter[str] = Counter()        # lines processed per custom_id (transient errors re-roll)
+        # Called with each new batch before the create call answers: a test's way to crash its client in the
+        # gap between the provider creating a batch and the client recording it.
+        self.on_created: Callable[[Batch], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         r = app.router
@@ -190,6 +194,8 @@ class BatchProtocols:
         self.batches[b.id] = b
         self.created[protocol] += 1
         self.lines["received"] += len(lines)
+        if self.on_created is not None:
+            self.on_created(b)
         return b
 
     def advance(self, b: Batch, now: float) -> None:

@@ -8,6 +8,7 @@ errors follow the retry rules; budgets hold at the batch price.
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -135,3 +136,75 @@ def test_a_usd_budget_holds_at_the_batch_price(sim_factory, make_job) -> None:
     q = json.loads(cli("quota", str(job), "--json").stdout)
     assert q["total"]["usd"] <= 0.004 + 1e-9
     assert 0 < answers(job) < n
+
+
+@pytest.mark.parametrize("protocol", ["openai", "anthropic"])
+def test_a_kill_between_creating_a_batch_and_recording_it_creates_it_once(sim_factory, make_job, protocol) -> None:
+    """The provider has made the batch; the client dies before it hears so. The rerun finds that batch
+    at the provider (OpenAI: its input file or tag; Anthropic: its size and time) instead of paying twice."""
+    sim = sim_factory(batch_delay=0.2)
+    job = batch_job(make_job, sim, 30, protocol, max_requests=10, max_open=1)
+    p = popen_cli("run", str(job), "--quiet")
+    killed: list[str] = []
+
+    def kill_once(batch) -> None:
+        if not killed:
+            killed.append(batch.id)
+            os.kill(p.pid, signal.SIGKILL)
+
+    sim.batches.on_created = kill_once
+    p.wait(60)
+    assert killed and p.returncode == -signal.SIGKILL
+    assert store_count(job, "select count(*) from batch where provider_id is null") == 1   # recorded: intent only
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"found batch {killed[0]} at the provider" in r.stdout
+    s = sim.stats()
+    assert s["batches_created"][protocol] == 3                  # 30 lines, 10 a batch: none made twice
+    assert s["batch_custom_ids_answered"] == 30 and s["batch_custom_ids_answered_more_than_once"] == 0
+    assert answers(job) == 30
+
+
+def test_two_processes_sharing_a_store_never_exceed_a_usd_budget_at_the_batch_price(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.2)
+    n = 300
+    job = batch_job(make_job, sim, n, max_requests=15, max_open=2)
+    job.write_text(job.read_text() + "quota:\n  usd_total: 0.004\n  prices: {input_per_mtok: 1.0, "
+                   "output_per_mtok: 1.0, batch_factor: 0.5}\n")
+    procs = [popen_cli("run", str(job), "--quiet") for _ in range(2)]
+    codes = [p.wait(180) for p in procs]
+    assert sorted(codes) in ([0, 3], [3, 3]), [p.communicate() for p in procs]
+    q = json.loads(cli("quota", str(job), "--json").stdout)
+    assert q["total"]["usd"] <= 0.004 + 1e-9 and q["total"]["usd"] > 0.003     # used to the end, not past it
+    s = sim.stats()
+    assert s["batch_custom_ids_answered_more_than_once"] == 0
+    assert 0 < answers(job) == s["batch_custom_ids_answered"] < n
+
+
+def test_ten_thousand_prompts_through_several_batches_each_answered_once(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.5)
+    n = 10_000
+    job = batch_job(make_job, sim, n, max_requests=2_500, max_open=4)
+    r = cli("run", str(job), "--quiet", timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    s = sim.stats()
+    assert s["batches_created"]["openai"] == 4
+    assert s["batch_custom_ids_answered"] == n and s["batch_custom_ids_answered_more_than_once"] == 0
+    e = cli("export", str(job), "--format", "jsonl", timeout=600)
+    assert e.returncode == 0, e.stdout + e.stderr
+    stats = json.loads((job.parent / "data" / "t" / "stats.json").read_text())
+    assert stats["selected"] == n
+
+
+def test_past_the_deadline_batches_are_cancelled_and_the_rest_answered_synchronously(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=60)                  # slower than the deadline: cancelled, 2 s in
+    n = 40
+    job = batch_job(make_job, sim, n, max_requests=20, deadline="2s")
+    r = cli("run", str(job), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "passed batch.deadline" in r.stdout
+    s = sim.stats()
+    assert s["batches_ended"].get("openai:cancelled", 0) == 2
+    assert s["requests"] > 0                            # the rest went through the chat endpoint
+    assert s["distinct_prompts_answered"] == n and s["prompts_answered_more_than_once"] == 0
+    assert answers(job) == n
