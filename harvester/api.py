@@ -30,7 +30,7 @@ from .hashing import content_hash
 from .prompts import plan
 from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
-from .reasons import EXIT_CODES
+from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
 from .results import EarlierPlans, Estimate, QuotaReport, Status, StoreStatus
 from .store import ledger
 from .teacher import Teacher

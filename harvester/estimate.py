@@ -85,7 +85,7 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
                     "usd": request_cost(prices, exp_in, exp_out) if prices else None, "from_answers": n}
     worst_out = pending * max_out if max_out is not None else None
     worst: WorstCase = {"input_tokens": int(worst_in), "output_tokens": worst_out,
-             "usd": request_cost(prices, worst_in, worst_out) if prices and worst_out is not None else None}
+                        "usd": request_cost(prices, worst_in, worst_out) if prices and worst_out is not None else None}
 
     problems: list[str] = []
     exit_code = 0

@@ -205,8 +205,9 @@ def report(job: Job, store: Store | None, *, clock: Callable[[], datetime] = utc
         guard = QuotaGuard(job, store, run_id=-1, clock=clock)  # run -1: "the next run" starts at zero
         states, prices = guard.states(), guard.prices
         totals = ledger.totals(store, ["total"])["total"]
-    rows: list[BudgetRow] = [{"name": s.name, "limit": s.limit, "used": _clean(s.used), "reserved": _clean(s.reserved),
-                              "resets_at": s.resets_at, "left": s.left} for s in states]
+    rows: list[BudgetRow] = [{"name": s.name, "limit": s.limit, "used": _clean(s.used),
+                              "reserved": _clean(s.reserved), "resets_at": s.resets_at, "left": s.left}
+                             for s in states]
     total: QuotaTotals = {"requests": totals["requests"], "input_tokens": totals["input_tokens"],
                           "output_tokens": totals["output_tokens"], "usd": _clean(totals["usd"]),
                           "requests_reserved": totals["requests_reserved"]}
