@@ -36,7 +36,8 @@ class HarvesterError(Exception):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        cls.exit_code = EXIT_CODES[cls.reason]    # a subclass names its reason; its code follows
+        if "reason" in vars(cls):                 # a subclass that names its reason exits with its code
+            cls.exit_code = EXIT_CODES[cls.reason]
 
 
 class ConfigError(HarvesterError):

@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 ExportFormat = Literal["openai", "alpaca", "sharegpt", "trl"]
 
-# In the order errors and help list them; the first is the default.
+# In the order errors and help list them.
 FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 
 __all__ = ["ExportFormat", "FORMATS"]
