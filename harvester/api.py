@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, plans
+from . import __version__, plans, reasons
 from .batch_client import client_for
 from .batches import BatchProgress, BatchRunner, check_batch_config, protocol_for
 from .config import Job, load_job
@@ -32,6 +32,8 @@ from .hashing import content_hash
 from .prompts import plan
 from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
+from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
+from .results import EarlierPlans, Estimate, QuotaReport, Status, StoreStatus
 from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
@@ -42,10 +44,6 @@ if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
 
     from .export.pipeline import ExportReport
 
-EXIT_CODES = {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "config": 2, "quota": 3,
-              "unavailable": 4, "detached": 5, "interrupted": 130}
-
-
 @dataclass
 class PlanSummary:
     plan_key: str
@@ -53,23 +51,23 @@ class PlanSummary:
     new: int
     rows: int = 0                    # job specs read (prompts × samples), duplicate rows included
     merged: int = 0                  # duplicate rows merged into one job (the same request)
-    earlier: dict[str, Any] | None = None   # earlier plans with answers, and what changed (harvester.plans)
+    earlier: EarlierPlans | None = None     # earlier plans with answers, and what changed (harvester.plans)
     limit: int | None = None         # a trial run: only the plan's first `limit` jobs are sent
 
 
 @dataclass
 class RunResult:
-    reason: str                      # done | incomplete | misconfigured | quota | unavailable | interrupted | fatal | error
+    reason: str                      # why the run ended: a harvester.reasons name
     message: str
     sent: int                        # requests sent by this run
     answered: int
     failed: int
     errors: dict[str, int]
-    status: dict[str, Any] = field(default_factory=dict)
+    status: StoreStatus = field(default_factory=StoreStatus)
 
     @property
     def exit_code(self) -> int:
-        return EXIT_CODES.get(self.reason, 1)
+        return reasons.exit_code(self.reason)
 
 
 class Harvester:
@@ -303,12 +301,12 @@ class Harvester:
         return content_hash(self.job.model_dump(mode="json", exclude={"teacher": {"api_key_env"}}))
 
     # --- quota ------------------------------------------------------------------------
-    def quota(self) -> dict[str, Any]:
+    def quota(self) -> QuotaReport:
         """Each budget: used, reserved, left, next reset; and the ledger's totals."""
         from .quota import report
         return report(self.job, self.store if self.store_exists() else None, clock=self.clock)
 
-    def estimate(self) -> dict[str, Any]:
+    def estimate(self) -> Estimate:
         """The dry run: requests, tokens, cost and duration of what is still pending, before anything
         is spent, and whether `run` would refuse or stop (`exit_code`, `problems`). Writes nothing.
 
@@ -321,7 +319,7 @@ class Harvester:
         return est
 
     # --- status and export --------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         """This job file's plan: jobs by state, tokens, errors, runs, live workers. A job never run
         reports `planned: False` and creates no store."""
         plan_key = self.plan_key()
@@ -334,9 +332,9 @@ class Harvester:
         if run and run.get("ended_at") is None and run["id"] not in {w["id"] for w in s["workers"]}:
             run["exit_reason"] = "crashed"  # not ended, yet not live: killed; the next run takes its jobs back
         description = plans.decode(self.store.get_meta(plans.META_PREFIX + plan_key)) or {}
-        s["merged"] = description.get("merged", 0)  # duplicate prompt rows merged into one job at planning
         return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
-                "plan_key": plan_key, **s}
+                "plan_key": plan_key, **s,
+                "merged": description.get("merged", 0)}  # duplicate prompt rows merged into one job at planning
 
     def export(self, out: str | Path | None = None, format: str | None = None,
                workers: int | None = None, test_size: float | None = None) -> "datasets.DatasetDict":

@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from . import reasons
 from .errors import ConfigError, HarvesterError
-from .export.formats import FORMATS
+from .export.names import FORMATS
 
 # Never show locals in a crash's traceback: the teacher client's frames hold the API key (older typer
 # releases showed them by default).
@@ -23,8 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                   pretty_exceptions_show_locals=False,
                   help="Harvest a teacher model's answers for distillation: prompt sets in, a clean dataset "
                        "out; every request paid for at most once and every answer kept.\n\n"
-                       "Exit codes: 0 done, 1 error, 2 bad usage or config, 3 quota reached (resumable), "
-                       "4 the teacher looks down (resumable), 130 interrupted (resumable).")
+                       f"Exit codes: {reasons.summary()}; `harvester run --help` says what each means.")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -53,7 +53,7 @@ def _guard(fn: Callable[[], int | None]) -> None:
         code = e.exit_code
     except KeyboardInterrupt:
         err.print("interrupted")
-        code = 130
+        code = reasons.EXIT_CODES["interrupted"]
     raise typer.Exit(code)
 
 
@@ -66,7 +66,11 @@ def _harvester(job: Path) -> Any:
     return Harvester.from_file(job)
 
 
-@app.command()
+# Click rewraps an epilog's paragraphs; "\b" keeps the table's lines as they are.
+RUN_EPILOG = "Exit codes, by why the run ended:\n\n\b\n" + "\n".join(reasons.table(width=76))
+
+
+@app.command(epilog=RUN_EPILOG)
 def run(job: Path = JobArg,
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress display"),
         dry_run: bool = typer.Option(False, "--dry-run", help="estimate requests, tokens, cost and duration of "
@@ -82,8 +86,8 @@ def run(job: Path = JobArg,
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
-    Exits 3 when a quota is reached (rerun after its reset to resume), 4 when the teacher looks down
-    (nothing answered for retry.outage_after seconds; rerun later to resume)."""
+    A quota reached, a teacher that looks down and an interruption each stop the run with an exit code
+    of their own (below): rerun later to resume."""
     def go() -> int:
         from .display import ProgressDisplay, estimate_lines, estimate_table, plan_lines
         h = _harvester(job)

@@ -8,14 +8,16 @@ import re
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
                       model_validator)
 
+from .budgets import BUDGETS, METRICS
 from .errors import ConfigError
+from .export.names import ExportFormat
 from .prompts.formats import FORMATS
 
 
@@ -198,34 +200,24 @@ class BatchSettings(_Model):
         return v
 
 
-class Quota(_Model):
+class _Quota(_Model):
     """Budgets: any subset. `*_per_run`, `*_per_day`, `*_per_month` (UTC) and `*_total` for the job."""
 
     prices: Prices | None = None
-    requests_per_run: int | None = Field(None, ge=0)
-    requests_per_day: int | None = Field(None, ge=0)
-    requests_per_month: int | None = Field(None, ge=0)
-    requests_total: int | None = Field(None, ge=0)
-    input_tokens_per_run: int | None = Field(None, ge=0)
-    input_tokens_per_day: int | None = Field(None, ge=0)
-    input_tokens_per_month: int | None = Field(None, ge=0)
-    input_tokens_total: int | None = Field(None, ge=0)
-    output_tokens_per_run: int | None = Field(None, ge=0)
-    output_tokens_per_day: int | None = Field(None, ge=0)
-    output_tokens_per_month: int | None = Field(None, ge=0)
-    output_tokens_total: int | None = Field(None, ge=0)
-    tokens_per_run: int | None = Field(None, ge=0)
-    tokens_per_day: int | None = Field(None, ge=0)
-    tokens_per_month: int | None = Field(None, ge=0)
-    tokens_total: int | None = Field(None, ge=0)
-    usd_per_run: float | None = Field(None, ge=0)
-    usd_per_day: float | None = Field(None, ge=0)
-    usd_per_month: float | None = Field(None, ge=0)
-    usd_total: float | None = Field(None, ge=0)
 
     def budgets(self) -> dict[str, float]:
         """The budgets that are set, by name."""
         return {k: v for k, v in self.model_dump(exclude={"prices"}).items() if v is not None}
+
+
+# One optional field per metric × window (harvester.budgets), a limit of 0 or more, in the lists' order:
+# generated rather than typed out, so that a new metric or window is one word in one list. Type
+# checkers see the base (budgets are read by name through `budgets()`, never as attributes).
+if TYPE_CHECKING:
+    Quota = _Quota
+else:
+    Quota = create_model("Quota", __base__=_Quota, __module__=__name__, __doc__=_Quota.__doc__,
+                         **{name: (METRICS[metric] | None, Field(None, ge=0)) for name, (metric, _) in BUDGETS.items()})
 
 
 class Filters(_Model):
@@ -267,7 +259,7 @@ class Decontaminate(_Model):
 
 class Export(_Model):
     out: Path | None = Field(None, description="folder; default data/<name>")
-    format: Literal["openai", "alpaca", "sharegpt", "trl"] = "openai"
+    format: ExportFormat = "openai"   # the names' one list: harvester.export.names
     samples: Literal["all", "first"] = Field("all", description="all samples, or one per prompt")
     test_size: float = Field(0.0, ge=0, lt=1, description="share of rows in the test split")
     shard_rows: int = Field(100_000, ge=1, description="rows per Parquet shard")

@@ -63,8 +63,7 @@ class Progress:
 
 @dataclass
 class RunOutcome:
-    reason: str                     # done | incomplete | misconfigured | quota | unavailable | interrupted
-                                    # | fatal | error
+    reason: str                     # why the run ended: a harvester.reasons name (its exit code, meaning)
     message: str = ""
     sent: int = 0
     answered: int = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from .crawler import Progress as RunProgress
+from .results import Estimate, QuotaReport, Status
 from .units import count_text, duration_text, usd_text
 
 
@@ -113,7 +115,7 @@ class ProgressDisplay:
             self._plain(self._latest)  # the final figures, whatever the interval
 
 
-def status_table(status: dict[str, Any]) -> Table:
+def status_table(status: Status) -> Table:
     table = Table(title=f"job {status['job']}  ({status['store']})", show_header=False)
     if not status.get("planned", True):
         table.add_row("not planned yet", "this job file's prompts have not been planned in this store: "
@@ -127,8 +129,9 @@ def status_table(status: dict[str, Any]) -> Table:
     table.add_row("truncated answers (max_tokens ran out)", f"{status.get('truncated', 0):,}")
     if status.get("merged"):
         table.add_row("duplicate prompt rows merged into one job", f"{status['merged']:,}")
-    for title, key in (("errors by class (requests)", "errors_by_kind"), ("failed jobs by class", "failed_by_kind")):
-        for kind, n in sorted(status.get(key, {}).items()):
+    for title, counts in (("errors by class (requests)", status.get("errors_by_kind", {})),
+                          ("failed jobs by class", status.get("failed_by_kind", {}))):
+        for kind, n in sorted(counts.items()):
             table.add_row(f"{title}: {kind}", str(n))
     run = status.get("last_run")
     if run:
@@ -214,7 +217,7 @@ def _fmt(value: Any, usd: bool = False) -> str:
     return usd_text(value) if usd else f"{value:,.0f}"
 
 
-def quota_table(report: dict[str, Any]) -> Table:
+def quota_table(report: QuotaReport) -> Table:
     t = report["total"]
     spent = f"all runs: {t['requests']:,} requests, {t['input_tokens']:,} in + {t['output_tokens']:,} out tokens"
     if not report["budgets"]:
@@ -240,7 +243,7 @@ def quota_table(report: dict[str, Any]) -> Table:
     return table
 
 
-def estimate_table(est: dict[str, Any]) -> Table:
+def estimate_table(est: Estimate) -> Table:
     table = Table(title=f"dry run: {est['pending_requests']:,} of {est['jobs']:,} jobs pending")
     for col in ("", "input tokens", "output tokens", "cost"):
         table.add_column(col, justify="right" if col else "left")
@@ -256,7 +259,7 @@ def estimate_table(est: dict[str, Any]) -> Table:
     return table
 
 
-def estimate_lines(est: dict[str, Any]) -> list[str]:
+def estimate_lines(est: Estimate) -> list[str]:
     """The dry run's duration and budgets, below its table."""
     d = est.get("duration") or {}
     if d.get("bound_by"):
@@ -272,7 +275,7 @@ def estimate_lines(est: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plan_lines(plan: dict[str, Any]) -> list[str]:
+def plan_lines(plan: Mapping[str, Any]) -> list[str]:
     """What `run` and the dry run say of the plan before anything is sent: duplicate rows merged,
     earlier versions of the job holding answers (and what changed), a trial's limit."""
     lines = []

@@ -1,54 +1,67 @@
 """One exception tree for the whole project; every CLI exit code maps from it.
 
-    HarvesterError                      exit 1 unless a subclass says otherwise
-    ├── ConfigError                     exit 2: a job file or option is wrong (names the field)
-    ├── PromptSourceError               exit 2: a prompt file is wrong (names file:line)
-    ├── StoreError                      exit 2: the store cannot be opened or is from a newer schema
-    ├── TermsRefused                    exit 2: the teacher's terms forbid the run and nobody acknowledged them
-    ├── QuotaExceeded                   exit 3: a budget is reached; rerun later to resume
-    ├── Interrupted                     exit 130: SIGINT/SIGTERM; rerun to resume
+    HarvesterError                      exit {error} unless a subclass says otherwise
+    ├── ConfigError                     exit {config}: a job file or option is wrong (names the field)
+    ├── PromptSourceError               exit {config}: a prompt file is wrong (names file:line)
+    ├── StoreError                      exit {config}: the store cannot be opened or is from a newer schema
+    ├── TermsRefused                    exit {config}: the teacher's terms forbid the run and nobody acknowledged them
+    ├── QuotaExceeded                   exit {quota}: a budget is reached; rerun later to resume
+    ├── Interrupted                     exit {interrupted}: SIGINT/SIGTERM; rerun to resume
     └── TeacherError                    what one request to the teacher came to
         ├── RetryableError              429, 408, 409, 5xx, timeouts, dropped connections, garbage bodies
         ├── PermanentError              400, 404, 413, 422: this prompt will never succeed as sent
-        └── FatalError                  401, 403, billing/quota exhausted: stop the whole run (exit 1)
+        └── FatalError                  401, 403, billing/quota exhausted: stop the whole run (exit {fatal})
 
-Messages never carry API keys: they are built from status codes, error codes and our own words.
+Each class names its run reason (`reason`, harvester.reasons), and its `exit_code` is that reason's; the
+codes above are filled in from there. Messages never carry API keys: they are built from status codes,
+error codes and our own words.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
+
+from .reasons import EXIT_CODES
 
 if TYPE_CHECKING:  # the provider room imports nothing of ours at run time but its own modules
     from .providers import Feedback
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.format(**EXIT_CODES)
 
 
 class HarvesterError(Exception):
     """Base of every error harvester raises on purpose."""
 
-    exit_code: int = 1
+    reason: ClassVar[str] = "error"
+    exit_code: ClassVar[int] = EXIT_CODES[reason]
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "reason" in vars(cls):                 # a subclass that names its reason exits with its code
+            cls.exit_code = EXIT_CODES[cls.reason]
 
 
 class ConfigError(HarvesterError):
-    exit_code = 2
+    reason = "config"
 
 
 class PromptSourceError(HarvesterError):
-    exit_code = 2
+    reason = "config"
 
 
 class StoreError(HarvesterError):
-    exit_code = 2
+    reason = "config"
 
 
 class TermsRefused(HarvesterError):
-    exit_code = 2
+    reason = "config"
 
 
 class QuotaExceeded(HarvesterError):
     """A budget is reached. `budget` names it; the run stops cleanly and can be resumed."""
 
-    exit_code = 3
+    reason = "quota"
 
     def __init__(self, message: str, *, budget: str = "", used: float = 0.0, limit: float = 0.0,
                  resets_at: str | None = None) -> None:
@@ -60,7 +73,7 @@ class QuotaExceeded(HarvesterError):
 
 
 class Interrupted(HarvesterError):
-    exit_code = 130
+    reason = "interrupted"
 
 
 class TeacherError(HarvesterError):
@@ -91,7 +104,7 @@ class PermanentError(TeacherError):
 
 
 class FatalError(TeacherError):
-    pass
+    reason = "fatal"
 
 
 __all__ = [

@@ -16,7 +16,8 @@ from typing import Any
 from .config import Job
 from .crawler import input_token_bound
 from .plans import META_PREFIX, PlanReader, decode, earlier_plans
-from .quota import check_quota_config, never_fits, report, request_cost
+from .quota import check_quota_config, never_fits, prices_row, report, request_cost
+from .results import BudgetFit, Duration, EarlierPlans, Estimate, Expected, WorstCase
 from .store import Store, ledger
 from .terms import check_terms
 from .tokens import TokenEstimator
@@ -25,7 +26,7 @@ from .units import count_text, duration_text, usd_text
 BATCH = 2000
 
 
-def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> dict[str, Any]:
+def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> Estimate:
     """The estimate, with `exit_code` the code `run` would end with (0, 2 or 3) and `problems` saying why."""
     terms = check_terms(job.teacher)           # raises as `run` does (exit 2)
     budgets, prices = check_quota_config(job)  # idem
@@ -65,7 +66,7 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
     description = reader.description(reader.jobs)
 
     # Expected figures from answers so far: this plan's, else the most recent earlier plan's.
-    earlier: dict[str, Any] | None = None
+    earlier: EarlierPlans | None = None
     stats = None
     last_limiter = None
     if store is not None:
@@ -76,15 +77,15 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
         stats = _answer_stats(store, plan_key, estimator) or (
             _answer_stats(store, others[0]["plan_key"], estimator) if others else None)
         last_limiter = store.last_limiter()
-    expected = None
+    expected: Expected | None = None
     if stats is not None:
         ratio, mean_out, n = stats
         exp_in, exp_out = raw_in * ratio, pending * mean_out
         expected = {"input_tokens": round(exp_in), "output_tokens": round(exp_out),
                     "usd": request_cost(prices, exp_in, exp_out) if prices else None, "from_answers": n}
     worst_out = pending * max_out if max_out is not None else None
-    worst = {"input_tokens": int(worst_in), "output_tokens": worst_out,
-             "usd": request_cost(prices, worst_in, worst_out) if prices and worst_out is not None else None}
+    worst: WorstCase = {"input_tokens": int(worst_in), "output_tokens": worst_out,
+                        "usd": request_cost(prices, worst_in, worst_out) if prices and worst_out is not None else None}
 
     problems: list[str] = []
     exit_code = 0
@@ -94,14 +95,14 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
         if problem:
             problems.append(problem)
             exit_code = 2
-    budget_rows = []
+    budget_rows: list[BudgetFit] = []
     if budgets:
         rooms = report(job, store, clock=clock)["budgets"]
         need = ledger.amounts(pending, worst["input_tokens"], worst_out or 0, worst["usd"] or 0.0)
         for b, room in zip(budgets, rooms):
             want, left = need[b.metric], room["left"]
             fmt = usd_text if b.metric == "usd" else count_text
-            row = {"budget": b.name, "worst_case": want, "left": left, "fits": want <= left + 1e-9}
+            row: BudgetFit = {"budget": b.name, "worst_case": want, "left": left, "fits": want <= left + 1e-9}
             budget_rows.append(row)
             if not row["fits"]:
                 per = want / pending if pending else 0
@@ -114,7 +115,7 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
     duration = _duration(job, pending, expected, worst, last_limiter)
     return {"jobs": reader.jobs, "rows": reader.rows, "merged": max(0, reader.rows - reader.jobs),
             "plan_key": plan_key, "pending_requests": pending, "answered": answered_here,
-            "worst": worst, "expected": expected, "prices": prices.model_dump() if prices else None,
+            "worst": worst, "expected": expected, "prices": prices_row(prices),
             "budgets": budget_rows, "duration": duration, "earlier": earlier,
             "terms": terms.model_dump(mode="json"), "problems": problems, "exit_code": exit_code,
             "note": "worst case counts one attempt per pending job; retries of billed failures add to it"}
@@ -134,8 +135,8 @@ def _answer_stats(store: Store, plan_key: str, estimator: TokenEstimator) -> tup
     return done_in / done_est, done_out / answered, answered
 
 
-def _duration(job: Job, pending: int, expected: dict[str, Any] | None, worst: dict[str, Any],
-              last_limiter: dict[str, Any] | None) -> dict[str, Any]:
+def _duration(job: Job, pending: int, expected: Expected | None, worst: WorstCase,
+              last_limiter: dict[str, Any] | None) -> Duration:
     """How long the pending requests take at the limits (configured, else the last run's): the
     slowest limit decides. Unknown without limits (latency alone says little: it depends on load)."""
     configured = job.teacher.limits

@@ -18,6 +18,7 @@ from typing import Any
 from .config import Job
 from .hashing import canonical_json
 from .prompts import plan
+from .results import EarlierPlans
 from .store.rows import JobSpec
 
 META_PREFIX = "plan:"
@@ -126,7 +127,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def earlier_plans(plans: list[dict[str, Any]], current: dict[str, Any] | None,
-                  describe: dict[str, dict[str, Any] | None], reused: int = 0) -> dict[str, Any] | None:
+                  describe: dict[str, dict[str, Any] | None], reused: int = 0) -> EarlierPlans | None:
     """The notice about earlier plans of this job that hold answers: `plans` from
     `Store.plans_with_answers` (most recent first), `describe` their descriptions by key, `reused`
     their answers that this plan shares (same request: not paid again). None if there are none."""

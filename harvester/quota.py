@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import providers
+from .budgets import BUDGETS
 from .config import Job, Prices
 from .errors import ConfigError, QuotaExceeded
+from .results import BudgetRow, PricesRow, QuotaReport, QuotaTotals
 from .store import Store, ledger
 from .store.ledger import Budget, Overrun, Reservation, Settlement
 from .units import count_text, usd_text
@@ -37,11 +39,7 @@ def prices_for(job: Job) -> Prices | None:
 
 
 def parse_budgets(job: Job) -> list[Budget]:
-    out = []
-    for name, limit in job.quota.budgets().items():
-        head, _, window = name.rpartition("_per_") if "_per_" in name else name.rpartition("_")
-        out.append(Budget(name, head, window, float(limit)))
-    return out
+    return [Budget(name, *BUDGETS[name], float(limit)) for name, limit in job.quota.budgets().items()]
 
 
 def utc_now() -> datetime:
@@ -173,23 +171,34 @@ class QuotaGuard:
         return out
 
 
-def report(job: Job, store: Store | None, *, clock: Callable[[], datetime] = utc_now) -> dict[str, Any]:
+def prices_row(prices: Prices | None) -> PricesRow | None:
+    """The prices as a report shows them (`Prices.model_dump()`, typed)."""
+    if prices is None:
+        return None
+    return {"input_per_mtok": prices.input_per_mtok, "output_per_mtok": prices.output_per_mtok}
+
+
+def _clean(v: float) -> float:
+    # float sums of reservations added and released can leave -1e-18: zero, not "-0.0000"
+    return 0.0 if abs(v) < 1e-9 else v
+
+
+def report(job: Job, store: Store | None, *, clock: Callable[[], datetime] = utc_now) -> QuotaReport:
     """Each budget's used / reserved / left / next reset (the `quota` command), plus totals. Without
     a store (a job never run) every budget is whole, and nothing is created."""
     if store is None:
         budgets, prices = check_quota_config(job)
         now = clock()
         states = [BudgetState(b.name, b.limit, 0.0, 0.0, resets_at(b.window, now)) for b in budgets]
-        totals: dict[str, Any] = {k: 0 for k in ("requests", "input_tokens", "output_tokens", "usd",
-                                                  "requests_reserved")}
+        totals: dict[str, Any] = dict.fromkeys(QuotaTotals.__annotations__, 0)
     else:
         guard = QuotaGuard(job, store, run_id=-1, clock=clock)  # run -1: "the next run" starts at zero
         states, prices = guard.states(), guard.prices
         totals = ledger.totals(store, ["total"])["total"]
-    # float sums of reservations added and released can leave -1e-18: zero, not "-0.0000"
-    clean = (lambda v: 0.0 if abs(v) < 1e-9 else v)
-    return {"budgets": [{**s.__dict__, "used": clean(s.used), "reserved": clean(s.reserved), "left": s.left}
-                        for s in states],
-            "prices": prices.model_dump() if prices else None,
-            "total": {k: clean(totals[k]) if k == "usd" else totals[k]
-                      for k in ("requests", "input_tokens", "output_tokens", "usd", "requests_reserved")}}
+    rows: list[BudgetRow] = [{"name": s.name, "limit": s.limit, "used": _clean(s.used),
+                              "reserved": _clean(s.reserved), "resets_at": s.resets_at, "left": s.left}
+                             for s in states]
+    total: QuotaTotals = {"requests": totals["requests"], "input_tokens": totals["input_tokens"],
+                          "output_tokens": totals["output_tokens"], "usd": _clean(totals["usd"]),
+                          "requests_reserved": totals["requests_reserved"]}
+    return {"budgets": rows, "prices": prices_row(prices), "total": total}

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 from ..store.rows import Record
+from .names import FORMATS as NAMES
 
 
 def with_reasoning(record: Record, mode: str) -> Record:
@@ -59,14 +60,16 @@ def to_trl(record: Record) -> dict[str, Any]:
     return {"prompt": record.messages, "completion": [{"role": "assistant", "content": record.answer}]}
 
 
-FORMATS: dict[str, Callable[[Record], dict[str, Any]]] = {
-    "openai": to_openai, "alpaca": to_alpaca, "sharegpt": to_sharegpt, "trl": to_trl,
-}
+RowFunction = Callable[[Record], dict[str, Any]]
+
+# The names are listed once (harvester.export.names, which config reads without importing this module);
+# each has its row function `to_<name>` above, and a name without one fails here, at import.
+FORMATS: dict[str, RowFunction] = {name: globals()[f"to_{name}"] for name in NAMES}
 
 
 # The formats whose JSONL rows may carry `export.keep` columns: LLaMA-Factory and TRL read the columns
 # they are told of and leave the rest; OpenAI's fine-tuning refuses unknown keys.
-JSONL_EXTRAS = {"openai": False, "alpaca": True, "sharegpt": True, "trl": True}
+JSONL_EXTRAS: dict[str, bool] = {"openai": False, "alpaca": True, "sharegpt": True, "trl": True}
 
 
 def keep_columns(record: Record, keep: Sequence[str]) -> dict[str, Any]:

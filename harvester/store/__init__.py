@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from ..errors import StoreError
+from ..results import StoreStatus
 from . import batches, ledger
 from .rows import JobSpec, Record
 from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal
@@ -408,14 +409,14 @@ class Store:
                                      error_kind=f.error_kind, permanent=f.permanent, updated_at=now))
 
     # --- reading ------------------------------------------------------------------------
-    def status(self, plan_key: str | None = None, dead_after: float = 10.0) -> dict[str, Any]:
+    def status(self, plan_key: str | None = None, dead_after: float = 10.0) -> StoreStatus:
         """Jobs by state, tokens, errors; the last run; the live workers (heard from within `dead_after` s)."""
         plan_key = self._plan_key(plan_key)
         with self.read() as conn:
             now = conn.execute(sa.select(self._now())).scalar_one()
             workers = self._live_workers(conn, now - dead_after, now)
-            by_state = dict(conn.execute(sa.select(J.c.status, sa.func.count()).where(J.c.plan_key == plan_key)
-                                         .group_by(J.c.status)).all())
+            by_state: dict[str, int] = dict(conn.execute(sa.select(J.c.status, sa.func.count())
+                                                         .where(J.c.plan_key == plan_key).group_by(J.c.status)).all())
             other = conn.execute(sa.select(sa.func.count()).where(J.c.plan_key != plan_key)).scalar() or 0
             tokens = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
                                             sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
@@ -435,8 +436,9 @@ class Store:
             open_batches = conn.execute(sa.select(BATCH).where(BATCH.c.plan_key == plan_key,
                                                                BATCH.c.state.in_(batches.OPEN_STATES))
                                         .order_by(BATCH.c.id)).mappings().all()
-        states = {s: by_state.get(s, 0) for s in ("pending", "leased", "done", "failed")}
-        return {"jobs": sum(states.values()), **states, "other_plans": other,
+        pending, leased, done, failed_jobs = (by_state.get(s, 0) for s in ("pending", "leased", "done", "failed"))
+        return {"jobs": pending + leased + done + failed_jobs, "pending": pending, "leased": leased, "done": done,
+                "failed": failed_jobs, "other_plans": other,
                 "prompt_tokens": int(tokens[0]), "completion_tokens": int(tokens[1]), "truncated": int(truncated),
                 "requests": attempts[0], "failed_requests": attempts[1],
                 "errors_by_kind": errors, "failed_by_kind": failed,

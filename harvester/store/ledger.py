@@ -26,8 +26,8 @@ RUN = Run.__table__
 @dataclass(frozen=True, slots=True)
 class Budget:
     name: str            # e.g. "tokens_per_day"
-    metric: str          # requests | input_tokens | output_tokens | tokens | usd
-    window: str          # run | day | month | total
+    metric: str          # requests | input_tokens | output_tokens | tokens | usd (harvester.budgets.METRICS)
+    window: str          # run | day | month | total (harvester.budgets.WINDOWS)
     limit: float
 
 
@@ -57,12 +57,13 @@ class Overrun:
 
 
 def amounts(requests: float, input_tokens: float, output_tokens: float, usd: float) -> dict[str, float]:
-    """What requests count towards each budget metric: the one list of metrics (see `metric_of`)."""
+    """What requests count towards each budget metric (harvester.budgets.METRICS; see `metric_of`)."""
     return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens,
             "tokens": input_tokens + output_tokens, "usd": usd}
 
 
 def window_keys(run_id: int, day: str, month: str) -> dict[str, str]:
+    """Each budget window's key in the totals table (harvester.budgets.WINDOWS)."""
     return {"run": f"run:{run_id}", "day": f"day:{day}", "month": f"month:{month}", "total": "total"}
 
 
@@ -150,7 +151,8 @@ def expire_lost(store: "Store", stale_before: float) -> int:
     return len(lost)
 
 
-def totals(store: "Store", windows: list[str]) -> dict[str, dict[str, float]]:
+def totals(store: "Store", windows: list[str]) -> dict[str, dict[str, Any]]:
+    """Each window's totals row (`window` and the UsageTotal columns), zeros for a window never charged."""
     with store.read() as conn:
         rows = conn.execute(sa.select(T).where(T.c.window.in_(windows))).mappings().all()
     empty = {c.name: 0 for c in T.columns if c.name != "window"}

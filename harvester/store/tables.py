@@ -24,7 +24,7 @@ class Run(SQLModel, table=True):
     started_at: float
     ended_at: float | None = None
     heartbeat_at: float | None = None
-    exit_reason: str | None = None               # done | quota | interrupted | fatal | error
+    exit_reason: str | None = None               # a harvester.reasons name; None: not ended
     version: str
     config_hash: str
     plan_key: str = ""

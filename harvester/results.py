@@ -1,0 +1,167 @@
+"""The shapes of what `Harvester.status()`, `quota()` and `estimate()` return.
+
+TypedDicts, not classes: the values stay plain dicts (indexed as dicts, dumped as they are by the CLI's
+`--json`), and a type checker knows their keys. Stdlib only: the store and the quota guard that build
+them import it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class PricesRow(TypedDict):
+    """`config.Prices` dumped: USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+
+class EarlierPlans(TypedDict):
+    """Earlier plans of the job that hold answers (harvester.plans.earlier_plans)."""
+
+    plans: int
+    answers: int
+    reused: int          # of their answers, requests of this plan too: not paid again
+    last_plan: str
+    changes: list[str]   # how the last one differs from this one
+    message: str
+
+
+# --- status ------------------------------------------------------------------------------------
+
+class StoreStatus(TypedDict, total=False):
+    """One plan in the store (`Store.status`, which gives every key): jobs by state, tokens, errors, the
+    last run, the live workers. Not total: the status of a job never run has none of these keys."""
+
+    jobs: int
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    other_plans: int                 # jobs of the store's other plans
+    prompt_tokens: int
+    completion_tokens: int
+    truncated: int                   # answers cut by max_tokens
+    requests: int                    # attempts, every plan's
+    failed_requests: int
+    errors_by_kind: dict[str, int]   # failed attempts by error class
+    failed_by_kind: dict[str, int]   # failed jobs of the plan by error class
+    # The runs table's row as it is (harvester.store.tables.Run), exit_reason a harvester.reasons name;
+    # a TypedDict copy of the table's columns would drift from it.
+    last_run: dict[str, Any] | None
+    # The live workers' run rows and their heartbeat_age; dicts, as harvester.workers reads them.
+    workers: list[dict[str, Any]]
+    in_batches: int                  # jobs leased to open provider batches (batch mode)
+    batches: list[OpenBatch]         # the plan's open provider batches, oldest first
+
+
+class OpenBatch(TypedDict):
+    """A provider batch whose results are not all read yet (harvester.store.batches)."""
+
+    id: int
+    provider_id: str | None          # None: recorded, not created yet (or not known to be)
+    state: str                       # intent | uploaded | submitted | ended
+    provider_status: str | None      # the provider's last word on it
+    lines: int
+    succeeded: int
+    failed: int
+    age_s: float
+
+
+class Status(StoreStatus):
+    """`Harvester.status()`: the job, its store and plan, then the store's keys once the store exists
+    (`planned` False and nothing else for a job never run)."""
+
+    job: str
+    store: str
+    planned: bool
+    plan_key: str
+    merged: NotRequired[int]         # duplicate prompt rows merged into one job at planning
+
+
+# --- quota -------------------------------------------------------------------------------------
+
+class BudgetRow(TypedDict):
+    """One budget of the `quota` command (harvester.quota.BudgetState)."""
+
+    name: str                        # e.g. tokens_per_day
+    limit: float
+    used: float
+    reserved: float                  # in flight: reserved at its worst case, not yet settled
+    resets_at: str
+    left: float
+
+
+class QuotaTotals(TypedDict):
+    """The ledger's totals over every window (`total`); its keys are the ones `quota.report` shows."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    usd: float
+    requests_reserved: int
+
+
+class QuotaReport(TypedDict):
+    budgets: list[BudgetRow]
+    prices: PricesRow | None
+    total: QuotaTotals
+    terms: NotRequired[dict[str, Any]]   # the terms in force (harvester.terms), added by the CLI
+
+
+# --- estimate ----------------------------------------------------------------------------------
+
+class WorstCase(TypedDict):
+    """One attempt per pending job at its hard input bound + max_tokens."""
+
+    input_tokens: int
+    output_tokens: int | None        # None: no max_tokens, no bound
+    usd: float | None                # None: no prices, or no bound
+
+
+class Expected(TypedDict):
+    """From the answers so far: calibrated input estimate, mean completion tokens."""
+
+    input_tokens: int
+    output_tokens: int
+    usd: float | None
+    from_answers: int
+
+
+class BudgetFit(TypedDict):
+    budget: str
+    worst_case: float
+    left: float
+    fits: bool
+
+
+class Duration(TypedDict):
+    seconds: float | None            # None: unknown (no limit known)
+    text: str
+    bound_by: str | None             # the limit that decides, and where it comes from
+
+
+class Estimate(TypedDict):
+    """The dry run (harvester.estimate.dry_run)."""
+
+    jobs: int
+    rows: int
+    merged: int
+    plan_key: str
+    pending_requests: int
+    answered: int
+    worst: WorstCase
+    expected: Expected | None
+    prices: PricesRow | None
+    budgets: list[BudgetFit]
+    duration: Duration
+    earlier: EarlierPlans | None
+    terms: dict[str, Any]            # the terms in force (harvester.terms)
+    problems: list[str]              # why `run` would refuse or stop
+    exit_code: int                   # the code `run` would end with: 0, 2 or 3
+    note: str
+
+
+__all__ = ["PricesRow", "EarlierPlans", "StoreStatus", "Status", "BudgetRow",
+           "QuotaTotals", "QuotaReport", "WorstCase", "Expected", "BudgetFit", "Duration", "Estimate"]
