@@ -74,11 +74,15 @@ class OpenAIBatches:
     """OpenAI's Files + Batch API (and the providers that serve the same endpoints)."""
 
     protocol = "openai"
-    limits = openai_batch.LIMITS
 
     def __init__(self, config: TeacherConfig) -> None:
         self._errors = _Errors(config)
         self._reader = self._errors._reader
+        # a provider serving these endpoints may name the file's purpose otherwise, or take less per batch
+        found = providers.identify(config.provider, config.base_url)
+        self._purpose = found.batch_file_purpose if found else "batch"
+        self.limits = BatchLimits(min(openai_batch.LIMITS.max_requests, found and found.batch_max_requests or 10**9),
+                                  min(openai_batch.LIMITS.max_bytes, found and found.batch_max_bytes or 10**12))
         self._client = openai.AsyncOpenAI(api_key=config.api_key(), base_url=config.base_url, max_retries=0,
                                           timeout=max(config.timeout, 120.0))
 
@@ -96,7 +100,7 @@ class OpenAIBatches:
 
     async def upload(self, tag: str, lines: list[bytes]) -> str | None:
         made = await self._call("uploading the batch input", self._client.files.create(
-            file=(f"{tag}.jsonl", b"".join(lines), "application/jsonl"), purpose="batch"))
+            file=(f"{tag}.jsonl", b"".join(lines), "application/jsonl"), purpose=self._purpose))  # type: ignore[arg-type]
         return str(made.id)
 
     async def create(self, tag: str, input_ref: str | None, lines: list[bytes]) -> BatchState:

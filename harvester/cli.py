@@ -91,6 +91,10 @@ def run(job: Path = JobArg,
     def go() -> int:
         from .display import ProgressDisplay, estimate_lines, estimate_table, plan_lines
         h = _harvester(job)
+        if mode is not None:   # --mode stands for teacher.mode: the dry run prices and checks budgets by it too
+            if mode not in ("sync", "batch"):
+                raise ConfigError(f"--mode: {mode!r} is not a mode; give sync or batch")
+            h.job.teacher.mode = mode  # type: ignore[assignment]
         if dry_run:
             est = h.estimate()
             out.print(estimate_table(est))

@@ -255,6 +255,11 @@ def estimate_table(est: Estimate) -> Table:
                       _fmt(e["output_tokens"]), _fmt(e["usd"], True))
     else:
         table.add_row("expected", "needs some answers first", "", "")
+    f = est.get("batch_factor", 1.0)
+    if w["usd"] is not None:   # the same requests through the batch API (teacher.mode: batch)
+        table.add_row(f"worst case, batch mode (x {f:g})", "", "", _fmt(w["usd"] * f, True))
+        if e and e["usd"] is not None:
+            table.add_row(f"expected, batch mode (x {f:g})", "", "", _fmt(e["usd"] * f, True))
     table.caption = est["note"] + ("" if est["prices"] else "; no prices known for this model (set quota.prices)")
     return table
 

@@ -16,6 +16,7 @@ from typing import Any
 from .config import Job
 from .crawler import input_token_bound
 from .plans import META_PREFIX, PlanReader, decode, earlier_plans
+from .batches import batch_factor
 from .quota import check_quota_config, never_fits, prices_row, report, request_cost
 from .results import BudgetFit, Duration, EarlierPlans, Estimate, Expected, WorstCase
 from .store import Store, ledger
@@ -96,9 +97,12 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
             problems.append(problem)
             exit_code = 2
     budget_rows: list[BudgetFit] = []
+    factor = batch_factor(job)
     if budgets:
         rooms = report(job, store, clock=clock)["budgets"]
-        need = ledger.amounts(pending, worst["input_tokens"], worst_out or 0, worst["usd"] or 0.0)
+        # a batch reserves its lines at the batch price (harvester.store.batches)
+        price_share = factor if job.teacher.mode == "batch" else 1.0
+        need = ledger.amounts(pending, worst["input_tokens"], worst_out or 0, (worst["usd"] or 0.0) * price_share)
         for b, room in zip(budgets, rooms):
             want, left = need[b.metric], room["left"]
             fmt = usd_text if b.metric == "usd" else count_text
@@ -118,7 +122,8 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
             "worst": worst, "expected": expected, "prices": prices_row(prices),
             "budgets": budget_rows, "duration": duration, "earlier": earlier,
             "terms": terms.model_dump(mode="json"), "problems": problems, "exit_code": exit_code,
-            "note": "worst case counts one attempt per pending job; retries of billed failures add to it"}
+            "note": "worst case counts one attempt per pending job; retries of billed failures add to it",
+            "mode": job.teacher.mode, "batch_factor": factor}
 
 
 def _answer_stats(store: Store, plan_key: str, estimator: TokenEstimator) -> tuple[float, float, int] | None:

@@ -161,6 +161,8 @@ class Estimate(TypedDict):
     problems: list[str]              # why `run` would refuse or stop
     exit_code: int                   # the code `run` would end with: 0, 2 or 3
     note: str
+    mode: str                        # teacher.mode: what the budgets were checked at (sync or batch)
+    batch_factor: float              # the share of the synchronous price a batch pays (harvester.batches)
 
 
 __all__ = ["PricesRow", "EarlierPlans", "StoreStatus", "Status", "BudgetRow",

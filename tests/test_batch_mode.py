@@ -208,3 +208,18 @@ def test_past_the_deadline_batches_are_cancelled_and_the_rest_answered_synchrono
     assert s["requests"] > 0                            # the rest went through the chat endpoint
     assert s["distinct_prompts_answered"] == n and s["prompts_answered_more_than_once"] == 0
     assert answers(job) == n
+
+
+def test_the_dry_run_prices_both_modes_and_checks_budgets_at_the_mode_s_price(sim_factory, make_job) -> None:
+    sim = sim_factory()
+    job = batch_job(make_job, sim, 100)
+    # worst case ~ 100 x ~480 tokens at $1/Mtok: ~$0.048 synchronously, ~$0.024 in batches
+    job.write_text(job.read_text() + "quota:\n  usd_total: 0.035\n  prices: {input_per_mtok: 1.0, "
+                   "output_per_mtok: 1.0, batch_factor: 0.5}\n")
+    r = cli("run", str(job), "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "batch mode" in r.stdout and "worst case $0.0231, left $0.0350: fits" in r.stdout
+    r = cli("run", str(job), "--dry-run", "--mode", "sync")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "does not fit" in r.stdout
+    assert sim.stats()["batches_created"] == {} and store_count(job, "select count(*) from batch") == 0

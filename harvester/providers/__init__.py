@@ -4,8 +4,10 @@
     feedback.py    status + headers + body → Feedback (outcome, verdict, Retry-After, limits), pure
     wording.py     how error bodies read
     compatible.py  what any OpenAI-compatible server may say
-    openai.py, anthropic.py, google.py, groq.py, deepseek.py, mistral.py, meta.py, qwen.py,
+    openai.py, anthropic.py, google.py, groq.py, together.py, deepseek.py, mistral.py, meta.py, qwen.py,
     openrouter.py, simulator.py: one provider each (headers, quirks, billing words, prices, terms)
+    chat.py        a chat.completion read into an Answer (the synchronous reply and batch lines alike)
+    batch.py, openai_batch.py, anthropic_batch.py: the batch protocols beside the synchronous one
 
 Adding a provider: one module that defines a `Provider`, and its name in PROVIDERS below.
 """
@@ -15,14 +17,15 @@ from __future__ import annotations
 from functools import cache
 from urllib.parse import urlparse
 
-from . import anthropic, compatible, deepseek, google, groq, meta, mistral, openai, openrouter, qwen, simulator
+from . import anthropic, compatible, deepseek, google, groq, meta, mistral, openai, openrouter, qwen, simulator, together
 from .base import Provider
 from .feedback import CANCELLED, UNKNOWN_ERROR, Feedback, LimitHint, Reader
 
 # Order matters where lists are shown to people (the table of terms).
 PROVIDERS: tuple[Provider, ...] = (
     openai.PROVIDER, anthropic.PROVIDER, google.PROVIDER, meta.LLAMA_3_0, meta.LLAMA, mistral.PROVIDER,
-    deepseek.PROVIDER, qwen.PROVIDER, simulator.PROVIDER, groq.PROVIDER, openrouter.PROVIDER, compatible.PROVIDER,
+    deepseek.PROVIDER, qwen.PROVIDER, simulator.PROVIDER, groq.PROVIDER, together.PROVIDER, openrouter.PROVIDER,
+    compatible.PROVIDER,
 )
 _BY_NAME = {p.name: p for p in PROVIDERS} | {a: p for p in PROVIDERS for a in p.aliases}
 _BY_HOST = {h: p for p in PROVIDERS for h in p.hosts}

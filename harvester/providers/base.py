@@ -60,6 +60,10 @@ more (spent until it resets: stop); `delay_patterns` find a retry delay written 
     prices_source: str | None = None
     prices_read_on: date | None = None
     batch_factor: float | None = None
+    # Where its batch API differs from OpenAI's Files + Batch API (the file's `purpose`, smaller limits)
+    batch_file_purpose: str = "batch"
+    batch_max_requests: int | None = None
+    batch_max_bytes: int | None = None
     terms: TermsRow | None = None
     # Another provider's terms apply to some of its models (Llama 3.0 under Meta's older licence):
     # (pattern on the model name, name of the provider whose row applies).

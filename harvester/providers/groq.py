@@ -1,5 +1,7 @@
 """Groq. Quirk: `x-ratelimit-limit-requests` counts requests per DAY (its tokens header is per minute),
-under OpenAI's per-minute names. It serves open-weight models: their own licences apply (no terms row)."""
+under OpenAI's per-minute names. It serves open-weight models: their own licences apply (no terms row).
+Its batch API is OpenAI's Files + Batch API under /openai/v1, at half the price
+(https://console.groq.com/docs/batch, read 2026-12-01)."""
 
 from __future__ import annotations
 
@@ -12,4 +14,5 @@ PROVIDER = Provider(
     name="groq",
     hosts=("api.groq.com",),
     headers=tuple(replace(h, per_day=h.dimension == "requests") for h in OPENAI_HEADERS),
+    batch_factor=0.5,
 )
