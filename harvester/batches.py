@@ -28,6 +28,7 @@ from .quota import QuotaGuard, utc_now
 from .store import Store
 from .store import batches as sb
 from .store.ledger import Overrun
+from .wake import sleep_unless_woken
 from .workers import dead_after, process_gone
 
 
@@ -322,11 +323,7 @@ class BatchRunner:
         self.notes.append(text)
 
     async def _pause(self, seconds: float) -> None:
-        if self._stopping:
-            return
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        """Sleep, but wake up at once when the run is asked to stop."""
+        if not self._stopping:
+            await sleep_unless_woken(self._wake, seconds)
 

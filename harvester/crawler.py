@@ -29,6 +29,7 @@ from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
+from .wake import sleep_unless_woken
 from .workers import Membership, dead_after, process_gone
 
 
@@ -474,13 +475,8 @@ class Crawler:
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, but wake up at once when the run is asked to stop."""
-        if self._stopping:
-            return
-        self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
+        if not self._stopping:
+            await sleep_unless_woken(self._wake, seconds)
 
     async def _tick(self, on_progress: Callable[[Progress], None], interval: float) -> None:
         while True:
