@@ -190,7 +190,7 @@ def test_ten_thousand_prompts_through_several_batches_each_answered_once(sim_fac
     s = sim.stats()
     assert s["batches_created"]["openai"] == 4
     assert s["batch_custom_ids_answered"] == n and s["batch_custom_ids_answered_more_than_once"] == 0
-    e = cli("export", str(job), "--format", "jsonl", timeout=600)
+    e = cli("export", str(job), timeout=600)
     assert e.returncode == 0, e.stdout + e.stderr
     stats = json.loads((job.parent / "data" / "t" / "stats.json").read_text())
     assert stats["selected"] == n

@@ -27,9 +27,10 @@ SOURCES = sorted((REPO / "harvester").rglob("*.py"))
 
 def test_exit_codes_are_the_reasons_and_stay_as_they_were() -> None:
     assert EXIT_CODES == {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "config": 2,
-                          "quota": 3, "unavailable": 4, "interrupted": 130}
+                          "quota": 3, "unavailable": 4, "detached": 5, "interrupted": 130}
     assert EXIT_CODES == {r.name: r.exit_code for r in REASONS if r.exit_code is not None}
-    assert set(BY_NAME) == set(EXIT_CODES) | {"crashed"}       # a run found killed: `status` only
+    # a run found killed (`status` only); a batch run's handover to the synchronous path (never an exit)
+    assert set(BY_NAME) == set(EXIT_CODES) | {"crashed", "deadline"}
     for name, code in EXIT_CODES.items():
         assert RunResult(name, "", 0, 0, 0, {}).exit_code == code
     assert RunResult("no such reason", "", 0, 0, 0, {}).exit_code == 1
