@@ -149,6 +149,7 @@ def s_curve(s: float, bands: int, rows: int) -> float:
 
 def run_ours(n: int, seed: int) -> dict:
     import numpy as np
+
     from harvester.export.dedup import NearDupIndex
     corpus = Corpus(n, seed)
     base = rss_now()
@@ -185,7 +186,8 @@ def run_ours(n: int, seed: int) -> dict:
 
 def run_datasketch(n: int, seed: int) -> dict:
     from datasketch import MinHash, MinHashLSH
-    from harvester.export.text import normalized_words      # same (fast) normalization as ours
+
+    from harvester.export.text import normalized_words  # same (fast) normalization as ours
     corpus = Corpus(n, seed)
     base = rss_now()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=128)     # default num_perm and weights

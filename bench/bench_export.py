@@ -55,10 +55,10 @@ def load(n: int, folder: Path) -> None:
 
 
 def export(folder: Path, workers: str) -> dict:
+    import datasets  # noqa: F401  (import cost is not the export's)
+
     from harvester import Harvester
     from harvester.config import job_from_dict
-
-    import datasets  # noqa: F401  (import cost is not the export's)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     job = job_dict(folder)
     if workers != "auto":

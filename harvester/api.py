@@ -30,11 +30,10 @@ from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
 from .prompts import plan
-from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
 from .results import EarlierPlans, Estimate, QuotaReport, Status, StoreStatus
-from .store import ledger
+from .store import Store, ledger, sqlite_path
 from .teacher import Teacher
 from .terms import check_terms
 from .workers import dead_after, origin, process_gone
@@ -78,13 +77,13 @@ class Harvester:
         self.job = job
         self.clock = clock or utc_now
         self._store: Store | None = None
-        self.last_export: "ExportReport | None" = None
+        self.last_export: ExportReport | None = None
         self._crawler: Crawler | None = None
         self._plan_key: str | None = None
         self.job_file: Path | None = None     # where the job was read from, if from a file
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Harvester":
+    def from_file(cls, path: str | Path) -> Harvester:
         h = cls(load_job(path))
         h.job_file = Path(path)
         return h
@@ -97,7 +96,7 @@ class Harvester:
             self._store.bind_job(self.job.name)
         return self._store
 
-    def __enter__(self) -> "Harvester":
+    def __enter__(self) -> Harvester:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -337,7 +336,7 @@ class Harvester:
                 "merged": description.get("merged", 0)}  # duplicate prompt rows merged into one job at planning
 
     def export(self, out: str | Path | None = None, format: str | None = None,
-               workers: int | None = None, test_size: float | None = None) -> "datasets.DatasetDict":
+               workers: int | None = None, test_size: float | None = None) -> datasets.DatasetDict:
         """Write the dataset folder (see the README's export layout) and return its splits: `train`, and
         `test` when there is one. `workers` and `test_size` override export.workers and export.test_size."""
         import datasets
@@ -356,7 +355,7 @@ class Harvester:
         store = self.store
         plan_key = self.plan_key()
 
-        def card(report: "ExportReport") -> str:
+        def card(report: ExportReport) -> str:
             provenance = store.provenance(plan_key)
             return render_card(name=self.job.name, teacher=self.job.teacher.model_dump(mode="json"),
                                report=report.as_dict(), provenance=provenance, cost=self._cost(provenance),

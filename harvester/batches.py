@@ -31,7 +31,6 @@ from .store.ledger import Overrun
 from .wake import sleep_unless_woken
 from .workers import dead_after, process_gone
 
-
 DEADLINE = "cancelled by harvester: batch.deadline passed"
 
 

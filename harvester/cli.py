@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -77,9 +77,9 @@ def run(job: Path = JobArg,
                                      "what is pending, and check what run would refuse; send and write nothing"),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="send the failed jobs again too, "
                                           "permanent failures (4xx) included: after fixing their cause"),
-        limit: Optional[int] = typer.Option(None, "--limit", min=1, help="a trial: send only the plan's first N "
+        limit: int | None = typer.Option(None, "--limit", min=1, help="a trial: send only the plan's first N "
                                             "jobs (in plan order); a later run sends the rest"),
-        mode: Optional[str] = typer.Option(None, "--mode", help="sync or batch (the provider's batch API, at its "
+        mode: str | None = typer.Option(None, "--mode", help="sync or batch (the provider's batch API, at its "
                                            "batch price); default: teacher.mode"),
         detach: bool = typer.Option(False, "--detach", help="batch mode: submit, then exit (5); a later run or "
                                     "`status` reads the answers")) -> None:
@@ -169,11 +169,11 @@ def quota(job: Path = JobArg, as_json: bool = typer.Option(False, "--json", help
 
 @app.command()
 def export(job: Path = JobArg,
-           out_dir: Optional[Path] = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
-           fmt: Optional[str] = typer.Option(None, "--format", help=" | ".join(FORMATS)),
-           workers: Optional[int] = typer.Option(None, "--workers", min=1, max=64,
+           out_dir: Path | None = typer.Option(None, "--out", help="folder (default: the job's export.out)"),
+           fmt: str | None = typer.Option(None, "--format", help=" | ".join(FORMATS)),
+           workers: int | None = typer.Option(None, "--workers", min=1, max=64,
                                                  help="processes for the first pass (default: export.workers)"),
-           test_size: Optional[float] = typer.Option(None, "--test-size",
+           test_size: float | None = typer.Option(None, "--test-size",
                                                      help="share of rows in the test split, 0 to <1 "
                                                           "(default: export.test_size)")) -> None:
     """Write JOB's answers as a training dataset: JSONL files and a HF dataset (save_to_disk).
@@ -206,36 +206,36 @@ def export(job: Path = JobArg,
 def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port)"),
         latency: float = typer.Option(0.0, help="mean seconds per answer"),
         jitter: float = typer.Option(0.0, help="± seconds around the mean latency"),
-        rpm: Optional[float] = typer.Option(None, help="requests/min, enforced per second (429 past it)"),
-        tpm: Optional[float] = typer.Option(None, help="tokens/min (prompt + max_tokens), enforced per second"),
+        rpm: float | None = typer.Option(None, help="requests/min, enforced per second (429 past it)"),
+        tpm: float | None = typer.Option(None, help="tokens/min (prompt + max_tokens), enforced per second"),
         no_headers: bool = typer.Option(False, "--no-headers", help="send no x-ratelimit-* headers"),
         error_rate: float = typer.Option(0.0, help="share of 5xx answers"),
         drop_rate: float = typer.Option(0.0, help="share of dropped connections"),
         garbage_rate: float = typer.Option(0.0, help="share of unparseable 200 bodies"),
         slow_rate: float = typer.Option(0.0, help="share of answers delayed by --slow-seconds"),
         slow_seconds: float = typer.Option(30.0, help="delay of a slow answer"),
-        api_key_env: Optional[str] = typer.Option(None, help="require the key in this variable (else 401)"),
+        api_key_env: str | None = typer.Option(None, help="require the key in this variable (else 401)"),
         quota_exhausted: bool = typer.Option(False, help="answer every request with 429 insufficient_quota"),
         reasoning: bool = typer.Option(False, help="answer as a reasoning model (a reasoning_content trace)"),
         refusal_rate: float = typer.Option(0.0, help="share of answers that are a refusal (the export's filters "
                                            "drop them)"),
         empty_rate: float = typer.Option(0.0, help="share of answers that are empty"),
-        log: Optional[Path] = typer.Option(None, help="JSONL log of every request received"),
+        log: Path | None = typer.Option(None, help="JSONL log of every request received"),
         batch_delay: float = typer.Option(0.0, help="batch APIs: seconds from a batch's creation to its end (its "
                                           "lines finish evenly over it)"),
         batch_error_rate: float = typer.Option(0.0, help="share of batch lines failing transiently (500; may pass "
                                                "when sent again)"),
         batch_invalid_rate: float = typer.Option(0.0, help="share of batch custom_ids whose line always fails "
                                                  "(400)"),
-        batch_expire_after: Optional[float] = typer.Option(None, help="a batch expires this many seconds after "
+        batch_expire_after: float | None = typer.Option(None, help="a batch expires this many seconds after "
                                                            "its creation, keeping the lines done (default 24 h)"),
-        batch_enqueued_tokens: Optional[int] = typer.Option(None, help="prompt tokens of unfinished batches past "
+        batch_enqueued_tokens: int | None = typer.Option(None, help="prompt tokens of unfinished batches past "
                                                             "which a new batch is refused"),
-        batch_max_lines: Optional[int] = typer.Option(None, min=1, help="requests per batch (default: OpenAI "
+        batch_max_lines: int | None = typer.Option(None, min=1, help="requests per batch (default: OpenAI "
                                                       "50,000, Anthropic 100,000)"),
-        batch_max_bytes: Optional[int] = typer.Option(None, min=1, help="bytes per batch input (default: OpenAI "
+        batch_max_bytes: int | None = typer.Option(None, min=1, help="bytes per batch input (default: OpenAI "
                                                       "200 MB, Anthropic 256 MB)"),
-        ready_file: Optional[Path] = typer.Option(None, help="write the base URL here once listening"),
+        ready_file: Path | None = typer.Option(None, help="write the base URL here once listening"),
         seed: int = typer.Option(0, help="seed for latency and faults")) -> None:
     """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
 
@@ -263,7 +263,7 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
 
 
 @app.command()
-def demo(job: Optional[Path] = typer.Option(None, help="job file (default: jobs/demo.yaml)")) -> None:
+def demo(job: Path | None = typer.Option(None, help="job file (default: jobs/demo.yaml)")) -> None:
     """Start the built-in simulator, harvest prompts/demo.yaml, export to data/demo/, print a summary."""
     def go() -> int:
         from .demo import run_demo

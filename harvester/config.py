@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from .budgets import BUDGETS, METRICS
 from .errors import ConfigError
@@ -302,14 +310,14 @@ class Job(_Model):
     lease_seconds: float = Field(600.0, gt=0, description="a claimed job returns to the queue after this")
 
     @model_validator(mode="after")
-    def _defaults(self) -> "Job":
+    def _defaults(self) -> Job:
         if self.store is None:
             self.store = f"sqlite:///data/{self.name}.db"
         if self.export.out is None:
             self.export.out = Path("data") / self.name
         return self
 
-    def resolve_paths(self, base: Path) -> "Job":
+    def resolve_paths(self, base: Path) -> Job:
         """Make every relative path absolute against `base` (the job file's folder)."""
         base = base.resolve()
         for ps in self.prompts:

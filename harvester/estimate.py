@@ -13,10 +13,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from .batches import batch_factor
 from .config import Job
 from .crawler import input_token_bound
 from .plans import META_PREFIX, PlanReader, decode, earlier_plans
-from .batches import batch_factor
 from .quota import check_quota_config, never_fits, prices_row, report, request_cost
 from .results import BudgetFit, Duration, EarlierPlans, Estimate, Expected, WorstCase
 from .store import Store, ledger

@@ -189,7 +189,7 @@ class Simulator:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
-        from .sim_batches import BatchProtocols   # here: that module builds on this one's functions
+        from .sim_batches import BatchProtocols  # here: that module builds on this one's functions
         self.batches = BatchProtocols(self)
 
     # --- HTTP -------------------------------------------------------------------------------

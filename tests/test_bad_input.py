@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import cli
 from typer.testing import CliRunner
 
-from conftest import cli
 from harvester.cli import app
 from harvester.sim import SimConfig, Simulator, running
 from harvester.store import SCHEMA_VERSION

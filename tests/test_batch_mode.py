@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, popen_cli, store_count
 
 FAST = {"poll_seconds": 0.05}

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, cli
+
 from harvester import Harvester
 from harvester.config import job_from_dict
 from harvester.terms import check_terms

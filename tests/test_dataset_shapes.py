@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import yaml
-
 from conftest import cli
 
 DOLLY = [

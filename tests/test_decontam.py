@@ -6,11 +6,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from export_path import counts, export_reasons, pass1
 
 from harvester.export.decontam import Decontaminator, load_eval_texts
-from harvester.store.rows import Record
 from harvester.export.text import word_hashes
-from export_path import counts, export_reasons, pass1
+from harvester.store.rows import Record
 
 GSM = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
        "in May. How many clips did Natalia sell altogether in April and May?")

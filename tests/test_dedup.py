@@ -4,14 +4,15 @@ import random
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from export_path import counts, export_reasons, near_dup_removals, pass1
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harvester.export.dedup import NearDupConfig, NearDupIndex, batch_shingles, shingle_set
 from harvester.export.filters import FilterConfig
-from harvester.store.rows import Record
 from harvester.export.text import normalized, word_hashes
 from harvester.hashing import normalize_text
-from export_path import counts, export_reasons, near_dup_removals, pass1
+from harvester.store.rows import Record
 
 
 def add(index: NearDupIndex, docs: list[tuple[int, str]]) -> None:
@@ -114,7 +115,7 @@ def test_representative_is_lowest_seq_whatever_the_add_order() -> None:
     texts = [" ".join(base)] + [mutate_to(rng, base, 0.9) for _ in range(5)]
     seqs = [50, 7, 90, 13, 44, 21]
     expected = None
-    for trial in range(6):
+    for _ in range(6):
         pairs = list(zip(seqs, texts))
         rng.shuffle(pairs)
         index = NearDupIndex()

@@ -10,9 +10,8 @@ import subprocess
 import sys
 import time
 
-from rich.cells import cell_len
-
 from conftest import REPO, cli
+from rich.cells import cell_len
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 

@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 
 import yaml
-
 from conftest import cli
 
 

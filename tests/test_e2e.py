@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, popen_cli
 from openai_rows import validate_openai_row
 

@@ -9,13 +9,13 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from openai_rows import validate_openai_row
 
 from harvester import Harvester
 from harvester.config import job_from_dict
-from harvester.prompts import plan
 from harvester.export.source import StoreSource
+from harvester.prompts import plan
 from harvester.store import AnswerRow
-from openai_rows import validate_openai_row
 
 ANSWERS = {
     "good": "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen inside the chloroplasts "

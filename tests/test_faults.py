@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import cli
 
 # What these faults may be recorded as (harvester.teacher classifies them).

@@ -4,12 +4,12 @@ from collections import Counter
 from dataclasses import replace
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
-from harvester.export.filters import (REASONS, FilterConfig, compile_phrases, filter_reason, find_phrase,
-                                      has_char_run)
-from harvester.store.rows import Record
 from export_path import counts, export_reasons
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harvester.export.filters import REASONS, FilterConfig, compile_phrases, filter_reason, find_phrase, has_char_run
+from harvester.store.rows import Record
 
 CFG = FilterConfig()
 

@@ -8,8 +8,8 @@ import json
 import sqlite3
 
 import pytest
-
 from conftest import cli
+
 from harvester.ratelimit import LEARN_START_RPS, RateLimiter
 
 

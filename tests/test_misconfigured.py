@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import yaml
-
 from conftest import cli
+
 from harvester.outage import RejectionWatch
 
 

@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, cli
+from workerprocs import sim_process  # noqa: F401 (a fixture)
+
 from harvester import Harvester
 from harvester.config import load_job
 from harvester.outage import OutageWatch
-from workerprocs import sim_process  # noqa: F401 (a fixture)
 
 
 # --- the watch --------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ answers earlier versions of the job hold and what changed. The real CLI against 
 from __future__ import annotations
 
 import yaml
-
 from conftest import cli
 
 
@@ -30,7 +29,7 @@ def test_a_changed_max_tokens_is_announced_before_anything_is_paid(sim, make_job
     run = cli("run", str(job), "--quiet")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert notice in lines and lines.index(notice) < next(i for i, l in enumerate(lines) if l.startswith("run done"))
+    assert notice in lines and lines.index(notice) < next(i for i, line in enumerate(lines) if line.startswith("run done"))
     assert sim.stats()["requests"] == 20
 
     # two earlier versions now; the last one is the most recently run

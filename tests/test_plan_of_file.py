@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import yaml
-
 from conftest import cli
+
 from harvester import Harvester
 
 

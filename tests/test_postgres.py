@@ -19,13 +19,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from conftest import cli, popen_cli
+from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
+
 from harvester import Harvester
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.store import AnswerRow, AttemptRow, FailureRow, Store
-from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
 
 PG_URL = os.environ.get("HARVESTER_TEST_PG_URL")
 if not PG_URL and os.environ.get("CI"):

@@ -171,7 +171,6 @@ def test_a_job_from_a_parquet_prompt_set_runs_and_exports(sim, tmp_path: Path) -
     import pyarrow as pa
     import pyarrow.parquet as pq
     import yaml
-
     from conftest import cli
 
     pq.write_table(pa.table({"instruction": [f"Explain topic {i}." for i in range(5)]}), tmp_path / "p.parquet")

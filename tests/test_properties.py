@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from export_path import counts, export_reasons
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from openai_rows import validate_openai_row
 
 from harvester.config import PromptSet, job_from_dict
 from harvester.errors import PromptSourceError
 from harvester.export.filters import REASONS, FilterConfig, filter_reason
 from harvester.export.formats import FORMATS
-from harvester.store.rows import Record
 from harvester.hashing import content_hash
 from harvester.prompts import plan, read_prompt_set
-from export_path import counts, export_reasons
-from openai_rows import validate_openai_row
+from harvester.store.rows import Record
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _TMP = Path(tempfile.mkdtemp(prefix="harvester-props-"))
@@ -174,7 +174,7 @@ def test_yaml_literal_prompts_round_trip(prompts: list[str]) -> None:
 @given(values=st.dictionaries(st.sampled_from(["a", "b", "c"]), st.lists(nonblank, min_size=1, max_size=3),
                               min_size=1, max_size=3))
 def test_yaml_templates_expand_to_the_product(values: dict[str, list[str]]) -> None:
-    template = "Q: " + " / ".join("{%s}" % k for k in values)
+    template = "Q: " + " / ".join("{" + k + "}" for k in values)
     doc = {"template": template, "variables": values}
     got = read_all(write("tpl.yaml", yaml.safe_dump(doc, allow_unicode=True).encode()))
     assert not isinstance(got, PromptSourceError), got

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
-
 from conftest import cli
 
 

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from conftest import cli, popen_cli
+
 from harvester import Harvester, load_job
 from harvester.quota import parse_budgets, resets_at
 

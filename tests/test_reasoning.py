@@ -9,10 +9,10 @@ import sqlite3
 
 import datasets
 import yaml
-
 from conftest import cli
-from harvester.providers.chat import _reasoning
 from openai_rows import validate_openai_row
+
+from harvester.providers.chat import _reasoning
 
 
 def test_the_trace_is_read_from_either_field_and_blank_ones_are_none() -> None:

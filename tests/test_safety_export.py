@@ -15,12 +15,12 @@ from pathlib import Path
 import datasets
 import pyarrow.parquet as pq
 import yaml
-
 from conftest import REPO, cli
+from openai_rows import validate_openai_row
+
 from harvester.config import load_job
 from harvester.export.pipeline import split_of
 from harvester.prompts import plan
-from openai_rows import validate_openai_row
 
 
 def cli_in(cwd: Path, *args: str, umask: int | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from conftest import cli
 
 import harvester.store as store_mod
-from conftest import cli
 from harvester.config import job_from_dict
 from harvester.prompts import plan
 from harvester.store import MIGRATIONS, SCHEMA_VERSION, AnswerRow, Store

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from conftest import cli
 
 import harvester.sim
-from conftest import cli
 from harvester import Harvester, load_job
 from harvester.errors import FatalError, TeacherError
 from harvester.sim import SimConfig, Simulator

@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 from aiohttp import web
+from conftest import cli
 
 import harvester.sim
-from conftest import cli
 from harvester.sim import SimConfig, Simulator, running
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli, popen_cli, store_count
 
 N = 160
@@ -90,7 +89,6 @@ def _children(pid: int) -> list[int]:
                          ids=["SIGINT", "SIGTERM", "a worker SIGKILLed"])
 def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_nothing(sig, tmp_path: Path) -> None:
     import yaml
-
     from test_export import fill_store
 
     words = [f"w{i}" for i in range(4000)]
@@ -133,9 +131,9 @@ def test_a_signal_during_a_parallel_export_keeps_the_last_export_and_leaves_noth
 
 def test_an_export_killed_outright_leaves_a_staging_folder_that_the_next_export_removes(tmp_path: Path) -> None:
     import yaml
+    from test_export import fill_store
 
     from harvester.export.staging import new_staging
-    from test_export import fill_store
 
     words = [f"w{i}" for i in range(4000)]
     rows = [(f"Question {i}?", " ".join(words[(i * 7 + k * 13) % 4000] for k in range(2000)), None)

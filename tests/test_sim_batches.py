@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from conftest import popen_cli
+
 from harvester.sim import Simulator
 
 AN_HEADERS = {"x-api-key": "sk-sim", "anthropic-version": "2023-06-01"}

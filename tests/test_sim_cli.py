@@ -15,8 +15,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import yaml
-
 from conftest import REPO, cli, popen_cli
+
 from harvester.sim import REFUSAL
 
 

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from conftest import cli, popen_cli, store_count
+
 from harvester.store import Store
 from harvester.store.rows import JobSpec
 from harvester.workers import origin, process_gone

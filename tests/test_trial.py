@@ -8,6 +8,7 @@ import re
 import sqlite3
 
 from conftest import cli
+
 from harvester import Harvester, load_job
 
 

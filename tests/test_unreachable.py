@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import cli
+
 from harvester.outage import OutageWatch
 
 # Realistic retry settings (the defaults), so that the run would take minutes without the watch.

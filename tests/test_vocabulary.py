@@ -10,6 +10,7 @@ import typing
 from typing import Any, NotRequired, Union, get_args, get_origin, is_typeddict
 
 from conftest import REPO, cli
+
 from harvester import Harvester, errors
 from harvester.api import EXIT_CODES, RunResult
 from harvester.budgets import BUDGETS, METRICS, WINDOWS, budget_name

@@ -11,12 +11,12 @@ import sys
 import time
 
 import pytest
-
 from conftest import cli
+from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
+
 from harvester.providers import Feedback, LimitHint
 from harvester.ratelimit import SHARED_JITTER, Permit, RateLimiter
 from harvester.workers import Peers, dead_after, heartbeat_interval, origin, process_gone
-from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
 
 
 class FakeClock:

@@ -19,10 +19,10 @@ from itertools import islice
 
 import numpy as np
 
+from ..store.rows import Record
 from .decontam import Decontaminator, record_words
 from .dedup import Fields, NearDupConfig, NearDupIndex, exact_key, record_text
 from .filters import REASONS, FilterConfig, filter_reason
-from ..store.rows import Record
 
 KEEP = 0
 EXACT = len(REASONS) + 1           # filter reasons are 1..len(REASONS)
@@ -57,7 +57,7 @@ class Verdicts:
         return REASONS[c - 1]
 
     @staticmethod
-    def concat(parts: list["Verdicts"], near: bool) -> "Verdicts":
+    def concat(parts: list[Verdicts], near: bool) -> Verdicts:
         """Slices in seq order → one."""
         hits, offset = {}, 0
         for p in parts:

@@ -10,8 +10,9 @@ looked up in batches so numpy's per-call overhead is paid once per batch, not pe
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -23,9 +23,9 @@ from typing import Literal
 
 import numpy as np
 
-from harvester.store.rows import Record
 from harvester.export.text import word_hashes
 from harvester.hashing import text_key
+from harvester.store.rows import Record
 
 Fields = Literal["answer", "prompt+answer"]
 _U64 = np.uint64

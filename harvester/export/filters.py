@@ -140,7 +140,7 @@ _DANGLING_ITEM = re.compile(r"\n[ \t]*(\d{1,2})[.)][ \t]*\Z")          # "...\n3
 
 @lru_cache(maxsize=8)
 def _char_run_re(n: int) -> re.Pattern[str]:
-    return re.compile(r"(\S)\1{%d}" % n)
+    return re.compile(r"(\S)\1{" + str(n) + "}")
 
 
 def has_char_run(text: str, n: int) -> bool:
@@ -158,7 +158,7 @@ def _dangling_item(answer: str) -> bool:
     m = _DANGLING_ITEM.search(answer)
     if not m or int(m[1]) < 2:
         return False
-    return re.search(r"(?m)^[ \t]*%d[.)]\s" % (int(m[1]) - 1), answer[: m.start() + 1]) is not None
+    return re.search(rf"(?m)^[ \t]*{int(m[1]) - 1}[.)]\s", answer[: m.start() + 1]) is not None
 
 
 def approx_tokens(record: Record, cfg: FilterConfig) -> int:

@@ -96,7 +96,7 @@ def table_row(fmt: str, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def arrow_schema(fmt: str, keep: Sequence[str] = ()) -> "pa.Schema":
+def arrow_schema(fmt: str, keep: Sequence[str] = ()) -> pa.Schema:
     """Explicit column types, so a first batch with empty lists cannot fix a wrong type for the rest."""
     import pyarrow as pa
 

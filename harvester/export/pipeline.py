@@ -33,12 +33,12 @@ import numpy as np
 from .. import __version__
 from ..config import Export
 from ..errors import ConfigError, HarvesterError
+from ..store.rows import Record
 from .analyze import KEEP, Analyzer, Decisions, Verdicts, decide, split_hash
 from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
-from ..store.rows import Record
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
 from .writers import SplitWriter, write_hf, write_llamafactory_info

@@ -4,8 +4,8 @@ talk over the same socket (PostgreSQL) or file locks (SQLite) as its parent and 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 

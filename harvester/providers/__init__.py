@@ -17,7 +17,20 @@ from __future__ import annotations
 from functools import cache
 from urllib.parse import urlparse
 
-from . import anthropic, compatible, deepseek, google, groq, meta, mistral, openai, openrouter, qwen, simulator, together
+from . import (
+    anthropic,
+    compatible,
+    deepseek,
+    google,
+    groq,
+    meta,
+    mistral,
+    openai,
+    openrouter,
+    qwen,
+    simulator,
+    together,
+)
 from .base import Provider
 from .feedback import CANCELLED, UNKNOWN_ERROR, Feedback, LimitHint, Reader
 

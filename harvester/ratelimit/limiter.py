@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..providers.feedback import OUTCOMES, Feedback, LimitHint
 from .window import Entry, PacedWindow

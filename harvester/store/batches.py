@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .ledger import T, Budget, Overrun, Reservation, Settlement, amounts, metric_of, settle, window_keys
+from .ledger import Budget, Overrun, Reservation, Settlement, T, amounts, metric_of, settle, window_keys
 from .tables import Attempt, Batch, Job, Response, Run, Usage
 
 if TYPE_CHECKING:

@@ -78,11 +78,11 @@ def metric_of(row: Any, metric: str, reserved: bool) -> float:
     return float(row[_RESERVED[metric] if reserved else metric])
 
 
-def _ensure_windows(store: "Store", conn: Connection, keys: list[str]) -> None:
+def _ensure_windows(store: Store, conn: Connection, keys: list[str]) -> None:
     conn.execute(store._insert_ignore(T), [{"window": k} for k in keys])
 
 
-def reserve(store: "Store", *, run_id: int, job_id: str, day: str, month: str, input_tokens: int,
+def reserve(store: Store, *, run_id: int, job_id: str, day: str, month: str, input_tokens: int,
             output_tokens: int, usd: float, budgets: list[Budget], now: float) -> Reservation | Overrun:
     keys = window_keys(run_id, day, month)
     needed = sorted({keys[b.window] for b in budgets} | set(keys.values()))
@@ -129,7 +129,7 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
         conn.execute(T.update().where(T.c.window == window).values(**{k: T.c[k] + v for k, v in d.items()}))
 
 
-def expire_lost(store: "Store", stale_before: float) -> int:
+def expire_lost(store: Store, stale_before: float) -> int:
     """Reservations of workers that died (heartbeat older than `stale_before`, never ended, or found
     crashed by another run) may have been billed: count them as used at their worst case. Returns how many."""
     with store.write() as conn:
@@ -151,7 +151,7 @@ def expire_lost(store: "Store", stale_before: float) -> int:
     return len(lost)
 
 
-def totals(store: "Store", windows: list[str]) -> dict[str, dict[str, Any]]:
+def totals(store: Store, windows: list[str]) -> dict[str, dict[str, Any]]:
     """Each window's totals row (`window` and the UsageTotal columns), zeros for a window never charged."""
     with store.read() as conn:
         rows = conn.execute(sa.select(T).where(T.c.window.in_(windows))).mappings().all()
