@@ -222,3 +222,31 @@ def test_the_dry_run_prices_both_modes_and_checks_budgets_at_the_mode_s_price(si
     assert r.returncode == 3, r.stdout + r.stderr
     assert "does not fit" in r.stdout
     assert sim.stats()["batches_created"] == {} and store_count(job, "select count(*) from batch") == 0
+
+
+def test_a_batch_cancelled_at_the_provider_is_reported_and_its_answers_kept(sim_factory, make_job) -> None:
+    import openai
+    sim = sim_factory(batch_delay=8.0)
+    job = batch_job(make_job, sim, 20, max_requests=20)
+    assert cli("run", str(job), "--detach").returncode == 5
+    time.sleep(1.0)                                    # some of its lines are done, not all
+    client = openai.OpenAI(base_url=sim.url, api_key="unused")
+    (batch,) = client.batches.list().data
+    client.batches.cancel(batch.id)                    # the user, at the provider's console
+    r = cli("run", str(job))
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert f"batch {batch.id} was cancelled at the provider" in r.stderr
+    kept = answers(job)
+    assert 0 < kept < 20 and store_count(job, "select count(*) from job where status = 'pending'") == 20 - kept
+    r = cli("run", str(job))                           # rerun: the rest in a new batch
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert answers(job) == 20 and sim.stats()["batch_custom_ids_answered_more_than_once"] == 0
+
+
+def test_a_batch_the_provider_refuses_stops_the_run_with_its_words(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.1, batch_max_lines=5)
+    job = batch_job(make_job, sim, 12, max_requests=10, max_open=1)
+    r = cli("run", str(job))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "failed at the provider" in r.stderr and "too_many_tasks" in r.stderr
+    assert store_count(job, "select count(*) from job where status = 'pending'") == 12   # nothing lost
