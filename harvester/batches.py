@@ -29,7 +29,7 @@ from .store import Store
 from .store import batches as sb
 from .store.ledger import Overrun
 from .wake import sleep_unless_woken
-from .workers import dead_after, process_gone
+from .workers import dead_after, heartbeat_interval, process_gone
 
 DEADLINE = "cancelled by harvester: batch.deadline passed"
 
@@ -107,6 +107,7 @@ class BatchRunner:
         self._wake.set()
 
     async def run(self) -> RunOutcome:
+        beating = asyncio.create_task(self._heartbeat())
         try:
             while not self._stopping:
                 await asyncio.to_thread(self.store.take_back_dead, self.plan_key,
@@ -129,10 +130,26 @@ class BatchRunner:
                     break
                 await self._pause(self.job.batch.poll_seconds)
         finally:
+            beating.cancel()
             await self.client.aclose()
         outcome = self._stop_reason or await self._finished()
         outcome.answered, outcome.failed = self.answered, self.line_failures
         return outcome
+
+    async def _heartbeat(self) -> None:
+        """Keep this run live in the store, as a crawler does (harvester.workers): a silent one is taken for
+        dead, and the batches it recorded but had not created yet would be created by another run."""
+        every, dead = heartbeat_interval(self.job.lease_seconds), dead_after(self.job.lease_seconds)
+        while True:
+            try:
+                _, workers = await asyncio.to_thread(self.store.heartbeat, self.run_id, dead_after=dead,
+                                                     answered=self.answered)
+            except Exception:  # noqa: BLE001 - the store is unreachable: try again at the next beat
+                workers = None
+            if workers is not None and not any(w["id"] == self.run_id for w in workers) and not self._stopping:
+                self.stop("error", f"another worker found this one silent for over {dead:.0f} s and took it "
+                          "for dead; stopped: rerun to resume")
+            await asyncio.sleep(every)
 
     # --- one round ------------------------------------------------------------------------
     async def _guarded(self, step: Any) -> None:

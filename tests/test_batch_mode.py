@@ -250,3 +250,20 @@ def test_a_batch_the_provider_refuses_stops_the_run_with_its_words(sim_factory, 
     assert r.returncode == 1, r.stdout + r.stderr
     assert "failed at the provider" in r.stderr and "too_many_tasks" in r.stderr
     assert store_count(job, "select count(*) from job where status = 'pending'") == 12   # nothing lost
+
+
+def test_a_batch_run_waiting_longer_than_dead_after_stays_live_for_the_others(sim_factory, make_job) -> None:
+    """A run that polls every few seconds heartbeats meanwhile: a second run started later sees it live
+    (not crashed), creates nothing of its own, and both end done."""
+    sim = sim_factory(batch_delay=10.0)
+    job = batch_job(make_job, sim, 20, max_requests=20, poll_seconds=3.0)
+    a = popen_cli("run", str(job), "--quiet")
+    time.sleep(9.0)                                    # past dead_after (7 s with the default lease)
+    b = cli("run", str(job), "--quiet", timeout=120)
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert a.wait(60) == 0, a.communicate()
+    with sqlite3.connect(job.parent / "data" / "t.db") as c:
+        reasons = [r for (r,) in c.execute("select exit_reason from run order by id")]
+    assert reasons == ["done", "done"]
+    s = sim.stats()
+    assert s["batches_created"]["openai"] == 1 and s["batch_custom_ids_answered_more_than_once"] == 0

@@ -288,3 +288,34 @@ def test_status_lists_live_workers_and_their_shares_are_redivided(sim_process, m
 def test_only_dead_workers_leases_are_taken_back(pg_url: str) -> None:
     from test_takeover import check_take_back
     check_take_back(pg_url)
+
+
+def test_batch_mode_on_postgres_three_workers_with_kill_9s_answer_each_job_once_under_a_budget(
+        sim_factory, make_job, pg_url: str) -> None:
+    """Batch mode's promises on PostgreSQL: workers sharing one store submit, read and settle batches
+    (one dies by kill -9 midway); every job answered once by the provider's count, the budget held."""
+    import signal
+    sim = sim_factory(batch_delay=0.3)
+    n = 300
+    job = make_job(sim, n=n, store=pg_url, teacher={"mode": "batch", "provider": "simulator"},
+                   batch={"max_requests": 25, "max_open": 3, "poll_seconds": 0.05},
+                   quota={"usd_total": 1.0, "prices": {"input_per_mtok": 1.0, "output_per_mtok": 1.0,
+                                                       "batch_factor": 0.5}})
+    plan_once(job)
+    procs = [popen_cli("run", str(job), "--quiet") for _ in range(3)]
+    time.sleep(2.0)
+    procs[0].send_signal(signal.SIGKILL)
+    codes = finish(procs[1:])
+    r = cli("run", str(job), "--quiet", timeout=180)   # picks up what the killed one left
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert set(codes) <= {0}, codes
+    stats = sim.stats()
+    assert stats["batch_custom_ids_answered"] == n and stats["batch_custom_ids_answered_more_than_once"] == 0
+    engine = sa.create_engine(pg_url)
+    with engine.connect() as c:
+        assert c.execute(sa.text("select count(*) from response")).scalar() == n
+        open_batches = c.execute(sa.text("select count(*) from batch where state <> 'collected'")).scalar()
+    engine.dispose()
+    assert open_batches == 0
+    report = json.loads(cli("quota", str(job), "--json").stdout)
+    assert report["total"]["requests_reserved"] == 0 and 0 < report["total"]["usd"] <= 1.0
