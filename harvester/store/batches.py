@@ -195,8 +195,9 @@ def record_lines(store: Store, batch_id: int, run_id: int, outcomes: Iterable[Li
     answered = other = 0
     with store.write() as conn:
         ids = [o.job_id for o in outcomes]
-        held = {r.id: r.attempts for r in conn.execute(
-            sa.select(J.c.id, J.c.attempts).where(J.c.id.in_(ids), J.c.status == "leased", J.c.lease_owner == owner))}
+        # Locked (PostgreSQL): another process reading the same results waits here, then finds them recorded
+        held = {r.id: r.attempts for r in conn.execute(_locked(store, sa.select(J.c.id, J.c.attempts).where(
+            J.c.id.in_(ids), J.c.status == "leased", J.c.lease_owner == owner)))}
         reservations = _reservations(conn, batch_id, list(held))
         settlements: list[Settlement] = []
         for o in outcomes:
@@ -238,7 +239,8 @@ def release(store: Store, batch_id: int, state: str = "collected", **fields: Any
     owner = owner_of(batch_id)
     now = time.time()
     with store.write() as conn:
-        left = [r.id for r in conn.execute(sa.select(J.c.id).where(J.c.status == "leased", J.c.lease_owner == owner))]
+        left = [r.id for r in conn.execute(_locked(store, sa.select(J.c.id).where(J.c.status == "leased",
+                                                                                 J.c.lease_owner == owner)))]
         reservations = _reservations(conn, batch_id, left)
         settle(conn, [Settlement(r, False, 0, 0, 0.0) for r in reservations.values()])
         if left:
@@ -246,6 +248,11 @@ def release(store: Store, batch_id: int, state: str = "collected", **fields: Any
                          .values(status="pending", lease_owner=None, lease_expires=None, updated_at=now))
         conn.execute(B.update().where(B.c.id == batch_id).values(state=state, collected_at=now, **fields))
     return len(left)
+
+
+def _locked(store: Store, q: sa.Select[Any]) -> sa.Select[Any]:
+    """`q` taking row locks where the database has them (SQLite's write transactions are serial)."""
+    return q if store.is_sqlite else q.with_for_update()
 
 
 def _reservations(conn: Connection, batch_id: int, job_ids: list[str]) -> dict[str, Reservation]:

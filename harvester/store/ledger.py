@@ -112,6 +112,13 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
     deltas: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for s in settlements:
         r = s.reservation
+        # Only a reservation still open moves the totals: one already settled (by another process reading
+        # the same batch) or counted as lost (its worker taken for dead) must not be counted twice.
+        moved = conn.execute(U.update().where(U.c.id == r.id, U.c.state == "reserved").values(
+            state="settled" if s.sent else "released", input_tokens=s.input_tokens,
+            output_tokens=s.output_tokens, usd=s.usd)).rowcount
+        if not moved:
+            continue
         for w in r.windows:
             d = deltas[w]
             d["requests_reserved"] -= 1
@@ -122,9 +129,6 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
             d["input_tokens"] += s.input_tokens
             d["output_tokens"] += s.output_tokens
             d["usd"] += s.usd
-        conn.execute(U.update().where(U.c.id == r.id, U.c.state == "reserved").values(
-            state="settled" if s.sent else "released", input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens, usd=s.usd))
     for window, d in sorted(deltas.items()):  # in window order, as `reserve` locks them: no deadlocks
         conn.execute(T.update().where(T.c.window == window).values(**{k: T.c[k] + v for k, v in d.items()}))
 
