@@ -90,6 +90,7 @@ def run(job: Path = JobArg,
     of their own (below): rerun later to resume."""
     def go() -> int:
         from .display import ProgressDisplay, estimate_lines, estimate_table, plan_lines
+        from .units import usd_text
         h = _harvester(job)
         if mode is not None:   # --mode stands for teacher.mode: the dry run prices and checks budgets by it too
             if mode not in ("sync", "batch"):
@@ -113,8 +114,10 @@ def run(job: Path = JobArg,
             if quiet:
                 return
             states = ", ".join(f"{n} {s}" for s, n in sorted(p.open.items())) or "none open"
+            cost = f"; {usd_text(p.usd)} so far at the batch price" if p.usd else ""
             out.print(f"batches: {states}; {p.lines_open:,} lines waiting; job: {p.done:,}/{p.total:,} done, "
-                      f"{p.failed:,} failed" + "".join(f"\n  {n}" for n in p.notes), highlight=False, markup=False)
+                      f"{p.failed:,} failed{cost}" + "".join(f"\n  {n}" for n in p.notes), highlight=False,
+                      markup=False)
         try:
             result = h.run_sync(on_progress=display, retry_failed=retry_failed, limit=limit, on_plan=on_plan,
                                 mode=mode, detach=detach, on_batch_progress=on_batches)
@@ -126,7 +129,8 @@ def run(job: Path = JobArg,
         out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
                   f"{s['pending']} pending" + (f", {s['in_batches']} in open batches" if s.get("in_batches") else "")
-                  + (f", {held} leased by other workers" if (held := s.get("leased", 0) - s.get("in_batches", 0)) else "")
+                  + (f", {held} leased by other workers" if (held := s.get("leased", 0) - s.get("in_batches", 0))
+                     else "")
                   + (f", {s['truncated']:,} truncated (max_tokens)" if s.get("truncated") else ""), highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
