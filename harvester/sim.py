@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .errors import HarvesterError
+from .providers.openai import HEADERS as OPENAI_HEADERS
 
 T = TypeVar("T")
 
@@ -374,11 +375,11 @@ class Simulator:
         if not self.config.headers:
             return {}
         out: dict[str, str] = {}
-        for name, w in (("requests", self._requests_w), ("tokens", self._tokens_w)):
+        for names, w in zip(OPENAI_HEADERS, (self._requests_w, self._tokens_w)):   # the names: OpenAI's room
             if w is not None:
-                out[f"x-ratelimit-limit-{name}"] = str(int(w.per_minute))
-                out[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(w.level)))
-                out[f"x-ratelimit-reset-{name}"] = format_reset(w.reset_in())
+                out[names.limit] = str(int(w.per_minute))
+                out[names.remaining] = str(max(0, math.floor(w.level)))
+                out[names.reset] = format_reset(w.reset_in())
         return out
 
     def _rate_limited(self, now: float) -> web.Response:
