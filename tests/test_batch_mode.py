@@ -269,3 +269,13 @@ def test_a_batch_run_waiting_longer_than_dead_after_stays_live_for_the_others(si
     assert reasons == ["done", "done"]
     s = sim.stats()
     assert s["batches_created"]["openai"] == 1 and s["batch_custom_ids_answered_more_than_once"] == 0
+
+
+def test_params_anthropic_batches_cannot_take_are_refused_before_anything_is_sent(sim_factory, make_job) -> None:
+    sim = sim_factory()
+    job = make_job(sim, n=5, teacher={"mode": "batch", "params": {"max_tokens": 100, "seed": 7}},
+                   batch={"protocol": "anthropic"})
+    r = cli("run", str(job))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "teacher.params" in r.stderr and "seed" in r.stderr and "Traceback" not in r.stderr
+    assert sim.stats()["batches_created"] == {} and not (job.parent / "data" / "t.db").exists()
