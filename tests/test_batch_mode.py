@@ -255,7 +255,7 @@ def test_a_batch_the_provider_refuses_stops_the_run_with_its_words(sim_factory, 
 def test_a_batch_run_waiting_longer_than_dead_after_stays_live_for_the_others(sim_factory, make_job) -> None:
     """A run that polls every few seconds heartbeats meanwhile: a second run started later sees it live
     (not crashed), creates nothing of its own, and both end done."""
-    sim = sim_factory(batch_delay=10.0)
+    sim = sim_factory(batch_delay=20.0)                # a still waits when b looks (even on a loaded machine)
     job = batch_job(make_job, sim, 20, max_requests=20, poll_seconds=3.0)
     a = popen_cli("run", str(job), "--quiet")
     time.sleep(9.0)                                    # past dead_after (7 s with the default lease)
