@@ -126,7 +126,8 @@ def run(job: Path = JobArg,
         out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
                   f"{s['pending']} pending" + (f", {s['in_batches']} in open batches" if s.get("in_batches") else "")
-                  + (f", {held} leased by other workers" if (held := s.get("leased", 0) - s.get("in_batches", 0)) else "")
+                  + (f", {held} leased by other workers"
+                     if (held := s.get("leased", 0) - s.get("in_batches", 0)) else "")
                   + (f", {s['truncated']:,} truncated (max_tokens)" if s.get("truncated") else ""), highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
@@ -240,8 +241,9 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
     """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
 
     It also serves OpenAI's Files + Batch API (/v1/files, /v1/batches) and Anthropic's Message Batches
-    (/v1/messages/batches), whose lines get the answers the chat endpoint would give. The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
-    differ, and a fresh simulator answers a harvest as the last one did."""
+    (/v1/messages/batches), whose lines get the answers the chat endpoint would give. The n-th answer to
+    the same messages is the n-th of a fixed series, so the samples of one prompt differ, and a fresh
+    simulator answers a harvest as the last one did."""
     def go() -> None:
         from .sim import SimConfig, serve_forever
         key = None

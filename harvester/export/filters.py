@@ -38,8 +38,8 @@ DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
     "je suis désolé, mais je ne peux pas", "désolé, mais je ne peux pas",
     "je ne peux pas vous aider", "je ne peux pas t'aider",
     # German
-    "als KI-Sprachmodell", "als ein KI-Sprachmodell", "als KI kann ich", "es tut mir leid, aber ich kann", "ich kann dir dabei nicht helfen",
-    "ich kann Ihnen dabei nicht helfen",
+    "als KI-Sprachmodell", "als ein KI-Sprachmodell", "als KI kann ich", "es tut mir leid, aber ich kann",
+    "ich kann dir dabei nicht helfen", "ich kann Ihnen dabei nicht helfen",
     # Chinese (no word boundaries in CJK: matched as plain substrings)
     "作为一个人工智能语言模型", "作为一个AI语言模型", "作为人工智能语言模型", "作为一个人工智能助手",
     "作为AI助手", "我无法协助", "抱歉，我不能", "抱歉，我无法", "对不起，我无法", "很抱歉，我无法",

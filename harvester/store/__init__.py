@@ -469,7 +469,8 @@ class Store:
         with self.read() as conn:
             counts = conn.execute(sa.select(J.c.plan_key, sa.func.count())
                                   .where(J.c.status == "done", J.c.plan_key != exclude).group_by(J.c.plan_key)).all()
-            last_run = dict(conn.execute(sa.select(RUN.c.plan_key, sa.func.max(RUN.c.id)).group_by(RUN.c.plan_key)).all())
+            last_run = dict(conn.execute(sa.select(RUN.c.plan_key, sa.func.max(RUN.c.id))
+                                         .group_by(RUN.c.plan_key)).all())
         plans = [{"plan_key": k, "answers": n, "last_run": last_run.get(k)} for k, n in counts]
         return sorted(plans, key=lambda p: p["last_run"] or 0, reverse=True)
 
