@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -17,6 +16,9 @@ from rich.markup import escape
 from . import reasons
 from .errors import ConfigError, HarvesterError
 from .export.names import FORMATS
+
+if TYPE_CHECKING:
+    from .api import Harvester
 
 # Never show locals in a crash's traceback: the teacher client's frames hold the API key (older typer
 # releases showed them by default).
@@ -61,7 +63,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _harvester(job: Path) -> Any:
+def _harvester(job: Path) -> Harvester:
     from .api import Harvester
     return Harvester.from_file(job)
 
@@ -94,7 +96,7 @@ def run(job: Path = JobArg,
         if mode is not None:   # --mode stands for teacher.mode: the dry run prices and checks budgets by it too
             if mode not in ("sync", "batch"):
                 raise ConfigError(f"--mode: {mode!r} is not a mode; give sync or batch")
-            h.job.teacher.mode = mode  # type: ignore[assignment]
+            h.job.teacher.mode = cast(Literal["sync", "batch"], mode)   # checked just above
         if dry_run:
             est = h.estimate()
             out.print(estimate_table(est))
@@ -194,6 +196,7 @@ def export(job: Path = JobArg,
         h = _harvester(job)
         h.export(out_dir, fmt, workers, test_size)
         report = h.last_export
+        assert report is not None  # export() sets it
         out.print(export_table(report))
         for note in report.notes:
             out.print(note, highlight=False)
@@ -278,4 +281,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from harvester.export.text import normalized, normalized_words
 from harvester.store.rows import Record
@@ -93,9 +94,13 @@ def _atoms(phrase: str) -> list[str]:
     return out
 
 
+# A trie node: each next atom to its child node, and None to the tail of the phrase that ends there
+_Trie = dict[str | None, Any]
+
+
 def _trie_regex(phrases: list[str]) -> str:
     """Factor common prefixes (a trie) so the engine does not retry 60 branches per char."""
-    root: dict = {}
+    root: _Trie = {}
     for phrase in phrases:
         node = root
         for atom in _atoms(phrase):
@@ -103,7 +108,7 @@ def _trie_regex(phrases: list[str]) -> str:
         last = phrase[-1]     # "model" must not match "modeling": tail boundary, unless CJK
         node[None] = r"(?!\w)" if re.match(r"\w", last) and not _CJK.match(last) else ""
 
-    def emit(node: dict, top: bool = False) -> str:
+    def emit(node: _Trie, top: bool = False) -> str:
         alts = []
         for atom, sub in node.items():
             if atom is None:
