@@ -275,14 +275,16 @@ def main() -> None:
     for r in results:
         print(f"{r['impl']:<10} {r['n']:>9,} {r['recall']:>10.4f} {r['false_removals']:>8} "
               f"{r['distractors_removed']:>8} {r['removed']:>8,} {r['rows_s']:>8,.0f} "
-              f"{r.get('pass1_B_row', float('nan')):>12.0f} {r['peak_minus_base_MB']:>8.1f} {r['rss_growth_B_row']:>10.0f}")
+              f"{r.get('pass1_B_row', float('nan')):>12.0f} {r['peak_minus_base_MB']:>8.1f} "
+              f"{r['rss_growth_B_row']:>10.0f}")
     print("\nshare of planted pairs with one side removed, by exact Jaccard [lo-hi) (pairs in bucket):")
     for r in results:
         print(f"  {r['impl']:<10} {r['n']:>9,}  " + "  ".join(
             f"[{k}: {c / t:.3f} ({t:,})]" if t else f"[{k}: -]" for k, (t, c) in r["by_j"].items()))
     for r in results:
         if r["impl"] == "ours":
-            print(f"ours n={r['n']:,}: pass1 {r['pass1_s']:.1f}s, finalize {r['finalize_s']:.1f}s, pass2 {r['pass2_s']:.1f}s; "
+            print(f"ours n={r['n']:,}: pass1 {r['pass1_s']:.1f}s, finalize {r['finalize_s']:.1f}s, "
+                  f"pass2 {r['pass2_s']:.1f}s; "
                   f"{r['candidate_pairs']:,} candidate pairs, {r['verified']:,} exact Jaccards; "
                   f"pass-1 arrays {r['pass1_B_row']:.0f} B/row; avg {r['avg_words']:.0f} words/row; "
                   f"planted pairs: {r['pairs_hi']:,} at J>=0.7, {r['pairs_lo']:,} distractors")
@@ -302,7 +304,8 @@ def main() -> None:
     for n in sorted(set(ours) & set(ds)):
         o, d = ours[n], ds[n]
         print(f"ratios at {n:,} rows (ours / datasketch): recall {o['recall'] / d['recall']:.3f}, "
-              f"speed {o['rows_s'] / d['rows_s']:.2f}x, RSS per row {o['rss_growth_B_row'] / d['rss_growth_B_row']:.3f}, "
+              f"speed {o['rows_s'] / d['rows_s']:.2f}x, "
+              f"RSS per row {o['rss_growth_B_row'] / d['rss_growth_B_row']:.3f}, "
               f"false removals {o['false_removals']} vs {d['false_removals']}")
 
 

@@ -69,7 +69,8 @@ def export(folder: Path, workers: str) -> dict:
     seconds = time.perf_counter() - t0
     r = h.last_export
     return {"selected": r.selected, "kept": r.kept, "dropped": dict(r.dropped), "seconds": round(seconds, 2),
-            "rows_per_s": round(r.selected / seconds), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rows_per_s": round(r.selected / seconds),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "workers": r.workers, "near_dup_clusters": r.near_dup_clusters}
@@ -109,7 +110,8 @@ def main() -> None:
             ra, rb = results[a, w], results[b, w]
             growth = (rb["rss_growth_mb"] - ra["rss_growth_mb"]) * 1024 * 1024 / (b - a)
             workers = rb["workers"]
-            both = growth + workers * max(0.0, rb["worker_peak_rss_mb"] - ra["worker_peak_rss_mb"]) * 1024 * 1024 / (b - a)
+            worker_growth = max(0.0, rb["worker_peak_rss_mb"] - ra["worker_peak_rss_mb"]) * 1024 * 1024 / (b - a)
+            both = growth + workers * worker_growth
             print(f"workers={w}: peak-RSS growth per row from {a:,} to {b:,} rows: export process {growth:.0f} B/row"
                   + (f"; with its {workers} workers' peaks added {both:.0f} B/row" if workers > 1 else "")
                   + " (bar: <= 1024 B/row)")

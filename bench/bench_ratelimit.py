@@ -54,7 +54,8 @@ def stats(url: str) -> dict:
 def harvest(url: str, folder: Path, prompts: int, limits: dict) -> tuple[float, float, int]:
     with (folder / "prompts.jsonl").open("w") as f:
         for i in range(prompts):
-            f.write(json.dumps({"prompt": f"Benchmark question {i}: describe item {i * 7919 % 10007} in detail."}) + "\n")
+            prompt = f"Benchmark question {i}: describe item {i * 7919 % 10007} in detail."
+            f.write(json.dumps({"prompt": prompt}) + "\n")
     job = {"name": "bench", "teacher": {"base_url": url, "model": "sim-teacher", "api_key_env": None,
                                         "provider": "simulator", "params": {"max_tokens": 256}, "limits": limits},
            "prompts": [{"path": "prompts.jsonl"}], "retry": {"max_attempts": 10}}
@@ -67,8 +68,9 @@ def harvest(url: str, folder: Path, prompts: int, limits: dict) -> tuple[float, 
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         print(r.stdout, r.stderr, file=sys.stderr)
-    done = json.loads(subprocess.run([sys.executable, "-m", "harvester.cli", "status", str(folder / "job.yaml"), "--json"],
-                                     capture_output=True, text=True).stdout)["done"]
+    status = subprocess.run([sys.executable, "-m", "harvester.cli", "status", str(folder / "job.yaml"), "--json"],
+                            capture_output=True, text=True)
+    done = json.loads(status.stdout)["done"]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return wall, cpu, done
 
@@ -96,7 +98,8 @@ def scenario(name: str, prompts: int) -> dict:
             # Every request, retries of 5xx included, takes a slot of the limit: a run can reach at most
             # prompts / requests of the ideal. request_utilization is the share of the limit used at all.
             "ceiling": round(prompts / s["requests"], 3),
-            "request_utilization": round(s["requests"] / (span * RPM / 60), 3) if span > 0 else 0.0, "bar": f">= {bar_util}, 429s {'0' if not bar_429 else f'<= {bar_429:.0%}'}",
+            "request_utilization": round(s["requests"] / (span * RPM / 60), 3) if span > 0 else 0.0,
+            "bar": f">= {bar_util}, 429s {'0' if not bar_429 else f'<= {bar_429:.0%}'}",
             "meets_bar": ok}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -55,7 +55,7 @@ class _Errors:
     def scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key and len(self._key) >= 4 else text
 
-    def status_error(self, status: int, headers: httpx.Headers, body: Any, what: str) -> TeacherError:
+    def status_error(self, status: int, headers: Mapping[str, str], body: Any, what: str) -> TeacherError:
         fb = self._reader.failure(status, headers, body, now_wall=time.time())
         words = self.scrub(f"{what}: HTTP {status}: {fb.detail}")
         if fb.verdict in ("fatal_auth", "fatal_billing"):

@@ -316,7 +316,8 @@ class BatchRunner:
         left = counts["pending"] + counts["leased"]
         if not left:
             return RunOutcome("done")
-        return RunOutcome("incomplete", f"{left} of {sum(counts.values())} jobs have no answer yet; rerun to finish them")
+        return RunOutcome("incomplete",
+                          f"{left} of {sum(counts.values())} jobs have no answer yet; rerun to finish them")
 
     def _report(self, open_now: list[dict[str, Any]]) -> None:
         if self.on_progress is None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import typer
 from rich.console import Console
@@ -17,6 +16,9 @@ from rich.markup import escape
 from . import reasons
 from .errors import ConfigError, HarvesterError
 from .export.names import FORMATS
+
+if TYPE_CHECKING:
+    from .api import Harvester
 
 # Never show locals in a crash's traceback: the teacher client's frames hold the API key (older typer
 # releases showed them by default).
@@ -61,7 +63,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _harvester(job: Path) -> Any:
+def _harvester(job: Path) -> Harvester:
     from .api import Harvester
     return Harvester.from_file(job)
 
@@ -95,7 +97,7 @@ def run(job: Path = JobArg,
         if mode is not None:   # --mode stands for teacher.mode: the dry run prices and checks budgets by it too
             if mode not in ("sync", "batch"):
                 raise ConfigError(f"--mode: {mode!r} is not a mode; give sync or batch")
-            h.job.teacher.mode = mode  # type: ignore[assignment]
+            h.job.teacher.mode = cast(Literal["sync", "batch"], mode)   # checked just above
         if dry_run:
             est = h.estimate()
             out.print(estimate_table(est))
@@ -129,8 +131,8 @@ def run(job: Path = JobArg,
         out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
                   f"{s['pending']} pending" + (f", {s['in_batches']} in open batches" if s.get("in_batches") else "")
-                  + (f", {held} leased by other workers" if (held := s.get("leased", 0) - s.get("in_batches", 0))
-                     else "")
+                  + (f", {held} leased by other workers"
+                     if (held := s.get("leased", 0) - s.get("in_batches", 0)) else "")
                   + (f", {s['truncated']:,} truncated (max_tokens)" if s.get("truncated") else ""), highlight=False)
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
@@ -197,6 +199,7 @@ def export(job: Path = JobArg,
         h = _harvester(job)
         h.export(out_dir, fmt, workers, test_size)
         report = h.last_export
+        assert report is not None  # export() sets it
         out.print(export_table(report))
         for note in report.notes:
             out.print(note, highlight=False)
@@ -244,8 +247,9 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
     """Serve a local OpenAI-compatible teacher (deterministic answers) for demos, dry runs and tests.
 
     It also serves OpenAI's Files + Batch API (/v1/files, /v1/batches) and Anthropic's Message Batches
-    (/v1/messages/batches), whose lines get the answers the chat endpoint would give. The n-th answer to the same messages is the n-th of a fixed series, so the samples of one prompt
-    differ, and a fresh simulator answers a harvest as the last one did."""
+    (/v1/messages/batches), whose lines get the answers the chat endpoint would give. The n-th answer to
+    the same messages is the n-th of a fixed series, so the samples of one prompt differ, and a fresh
+    simulator answers a harvest as the last one did."""
     def go() -> None:
         from .sim import SimConfig, serve_forever
         key = None
@@ -280,4 +284,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

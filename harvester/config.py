@@ -265,6 +265,11 @@ class Decontaminate(_Model):
         return v
 
 
+# export.keep: the columns that join rows back to their prompts, and those kept by default (and by `keep: true`)
+KeepColumn = Literal["id", "metadata", "job_id"]
+DEFAULT_KEEP: tuple[KeepColumn, ...] = ("id", "metadata")
+
+
 class Export(_Model):
     out: Path | None = Field(None, description="folder; default data/<name>")
     format: ExportFormat = "openai"   # the names' one list: harvester.export.names
@@ -275,8 +280,8 @@ class Export(_Model):
         "think", description="a teacher's reasoning trace: before the answer in <think> tags, or dropped")
     workers: int | None = Field(None, ge=1, le=64, description="processes for the first pass; default: one per "
                                                                "CPU for 20,000 rows or more, else 1")
-    keep: list[Literal["id", "metadata", "job_id"]] = Field(
-        default_factory=lambda: ["id", "metadata"],
+    keep: list[KeepColumn] = Field(
+        default_factory=lambda: list(DEFAULT_KEEP),
         description="columns that join rows back to their prompts: the prompt's id, its metadata (JSON text), "
                     "harvester's job id; true: id and metadata; false: none. Not in `openai` JSONL rows")
     filters: Filters = Field(default_factory=Filters)
@@ -287,7 +292,7 @@ class Export(_Model):
     @classmethod
     def _keep_switch(cls, v: Any) -> Any:
         if isinstance(v, bool):
-            return ["id", "metadata"] if v else []
+            return list(DEFAULT_KEEP) if v else []
         return list(dict.fromkeys(v)) if isinstance(v, list) else v   # once each, in the order given
 
     @field_validator("dedup", mode="before")

@@ -269,8 +269,8 @@ class Crawler:
             self.crash = e
             self.stop("error")
             return
-        for job_id, e in self.rejections.answered():  # the teacher answers: those were the prompts' errors
-            self._fail(job_id, e, permanent=True)
+        for job_id, error in self.rejections.answered():  # the teacher answers: those were the prompts' errors
+            self._fail(job_id, error, permanent=True)
         self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
                                   reply.reasoning))

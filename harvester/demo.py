@@ -34,13 +34,15 @@ def run_demo(job_path: Path | None, console: Console) -> int:
         finally:
             display.close()
         h.export()
+        report = h.last_export
+        assert report is not None  # export() sets it
         status = result.status
-        console.print(export_table(h.last_export))
+        console.print(export_table(report))
         console.print(
             f"\n[bold]demo {result.reason}[/]: {status['jobs']} prompts, {status['done']} answers, "
             f"{status['failed']} failures; {result.sent} requests sent this run "
             f"({sim.stats()['requests']} seen by the simulator); tokens {status['prompt_tokens']} in + "
             f"{status['completion_tokens']} out\n"
-            f"dataset: {h.last_export.out}  (train.jsonl, hf/)   store: {h.store.describe()}", highlight=False)
+            f"dataset: {report.out}  (train.jsonl, hf/)   store: {h.store.describe()}", highlight=False)
         h.close()
         return result.exit_code

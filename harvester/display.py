@@ -181,7 +181,8 @@ def export_table(report: Any) -> Table:
 _FIXES = {
     "truncated": "answers hit max_tokens: raise teacher.params.max_tokens and rerun, "
                  "or keep them with export.filters.truncated: false",
-    "empty": "the teacher sent empty answers: check its model and params, or keep them with export.filters.empty: false",
+    "empty": "the teacher sent empty answers: check its model and params, "
+             "or keep them with export.filters.empty: false",
     "too_short": "lower export.filters.min_tokens (or set it to null)",
     "too_long": "raise export.filters.max_tokens (or set it to null)",
     "placeholder": "keep them with export.filters.placeholder: false",
@@ -286,8 +287,8 @@ def plan_lines(plan: Mapping[str, Any]) -> list[str]:
     lines = []
     if plan.get("merged"):
         n = plan["merged"]
-        lines.append(f"plan: {plan['jobs']:,} jobs from {plan['rows']:,} rows; {n:,} duplicate row{'s' if n != 1 else ''} "
-                     "merged (the same request is one job)")
+        lines.append(f"plan: {plan['jobs']:,} jobs from {plan['rows']:,} rows; "
+                     f"{n:,} duplicate row{'s' if n != 1 else ''} merged (the same request is one job)")
     if plan.get("earlier"):
         lines.append(plan["earlier"]["message"])
     if plan.get("limit"):

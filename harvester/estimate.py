@@ -128,7 +128,8 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
 
 def _answer_stats(store: Store, plan_key: str, estimator: TokenEstimator) -> tuple[float, float, int] | None:
     """(real input tokens per estimated one, mean completion tokens, answers) of a plan, if it has answers."""
-    done_in = done_est = done_out = answered = 0
+    done_in = done_out = answered = 0
+    done_est = 0.0                                    # estimates are fractional
     for r in store.iter_records(plan_key):
         if r.prompt_tokens is not None:
             done_in += r.prompt_tokens

@@ -97,7 +97,8 @@ def never_fits(budgets: list[Budget], prices: Prices | None, input_tokens: int, 
     configuration error (exit 2), not a quota reached ("rerun later" would never help)."""
     what = "the shortest request's" if shortest else "one request's"
     for b in budgets:
-        want = ledger.amounts(1, input_tokens, output_tokens, request_cost(prices, input_tokens, output_tokens))[b.metric]
+        cost = request_cost(prices, input_tokens, output_tokens)
+        want = ledger.amounts(1, input_tokens, output_tokens, cost)[b.metric]
         if want <= b.limit + 1e-9:
             continue
         tokens = f"an input bound of {input_tokens:,} + max_tokens {output_tokens:,}"

@@ -181,7 +181,7 @@ class Simulator:
         self.by_status: Counter[int] = Counter()
         self.answers_per_prompt: Counter[str] = Counter()
         self.injected: Counter[str] = Counter()        # refusals and empty answers given
-        self.tokens = Counter()
+        self.tokens: Counter[str] = Counter()
         self.first_request: float | None = None
         self.last_request: float | None = None
         self._requests_w = _Window(self.config.rpm) if self.config.rpm else None

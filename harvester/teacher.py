@@ -12,7 +12,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import openai
@@ -51,8 +51,11 @@ class Teacher:
             limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
             timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 15.0)),
         )
+        # openai>=3 annotates http_client as httpx2.AsyncClient only, yet takes an httpx.AsyncClient too
+        # (openai._httpx2.is_legacy_httpx_async_client): its annotation is narrower than what it accepts.
         self._client = openai.AsyncOpenAI(api_key=self._key, base_url=config.base_url, max_retries=0,
-                                          http_client=self._http, timeout=config.timeout)
+                                          http_client=self._http,  # type: ignore[arg-type]
+                                          timeout=config.timeout)
 
     def warm(self) -> None:
         """Load now what the first request would load lazily (the SDK's chat resources: tens of ms),
@@ -172,7 +175,13 @@ def connection_failure(e: BaseException) -> tuple[str, str]:
     return "connection", f"the connection dropped without an answer ({type(last).__name__})"
 
 
-def _safe_text(response: httpx.Response) -> str:
+class _HasText(Protocol):
+    @property
+    def text(self) -> str: ...
+
+
+def _safe_text(response: _HasText) -> str:
+    """The start of a response's body (an httpx or, as the openai SDK types it, an httpx2 response)."""
     try:
         return response.text[:500]
     except Exception:  # noqa: BLE001 - a body we cannot read says nothing more

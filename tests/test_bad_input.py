@@ -126,7 +126,8 @@ template_variable_empty_list = prompt_file(         # the line of the variable
 invalid_yaml_prompts = prompt_file('template: "Explain {topic}."\nvariables:\n  topic: [a, b\n',
                                    "{p}:", "invalid YAML", name="p.yaml")
 csv_without_prompt_column = prompt_file("question,answer\nwhy?,because\n",
-                                        "{p}:1: the header needs a 'prompt', 'messages', 'instruction' or 'conversations' column", name="p.csv")
+                                        "{p}:1: the header needs a 'prompt', 'messages', 'instruction' "
+                                        "or 'conversations' column", name="p.csv")
 unknown_prompt_extension = prompt_file("just text\n", "{p}: unknown prompt file type '.txt'", name="p.txt")
 
 

@@ -55,7 +55,8 @@ def test_dolly_rows_and_extra_keys_run_and_export(sim, tmp_path: Path) -> None:
 
 
 def test_a_row_without_a_prompt_key_is_still_an_error_naming_file_and_line(sim, tmp_path: Path) -> None:
-    (tmp_path / "p.jsonl").write_text(json.dumps(DOLLY[0]) + "\n" + json.dumps({"context": "c", "response": "r"}) + "\n")
+    (tmp_path / "p.jsonl").write_text(json.dumps(DOLLY[0]) + "\n"
+                                      + json.dumps({"context": "c", "response": "r"}) + "\n")
     r = cli("run", str(_job(tmp_path, sim, "p.jsonl")), "--quiet")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{tmp_path / 'p.jsonl'}:2: give exactly one of 'prompt', 'messages', 'instruction'" in r.stderr

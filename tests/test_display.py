@@ -93,7 +93,8 @@ def test_numbers_and_money_for_people() -> None:
     assert count_text(2_000_000.0) == "2,000,000" and count_text(1500.5) == "1,500.5"
     # float residue of reservations added and released: zero, never "$-0.0000"
     assert usd_text(-1e-18) == "$0.00" and usd_text(-0.00004) == "$0.00" and usd_text(0.0) == "$0.00"
-    assert usd_text(4.99857) == "$4.9986" and usd_text(1234.567) == "$1,234.57" and usd_text(0.01234) == "$0.0123" and usd_text(0.00001) == "<$0.0001"
+    assert (usd_text(4.99857) == "$4.9986" and usd_text(1234.567) == "$1,234.57"
+            and usd_text(0.01234) == "$0.0123" and usd_text(0.00001) == "<$0.0001")
 
 
 def test_quota_never_prints_negative_zero_dollars(sim, make_job) -> None:

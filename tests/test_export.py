@@ -106,8 +106,8 @@ def test_card_has_hub_metadata_and_provenance(tmp_path: Path) -> None:
     assert front["configs"][0]["data_files"] == [{"split": "test", "path": "parquet/test-*.parquet"},
                                                  {"split": "train", "path": "parquet/train-*.parquet"}]
     assert "distillation" in front["tags"]
-    for words in ("model requested: `m`", "| train |", "refusal: 1", "near_duplicate: 1", "information, not legal advice",
-                  "prompt + 1,220 completion tokens"):
+    for words in ("model requested: `m`", "| train |", "refusal: 1", "near_duplicate: 1",
+                  "information, not legal advice", "prompt + 1,220 completion tokens"):
         assert words in card, words
 
 
@@ -195,6 +195,7 @@ def test_filter_settings_of_the_job_file_are_the_filters_own() -> None:
     assert filter_config(Export()) == FilterConfig()                 # the same defaults on both sides
     cfg = filter_config(Export.model_validate({"filters": {
         "min_tokens": None, "max_repeated_share": 0.3, "extra_refusal_phrases": ["no way"], "prompt_echo": False}}))
-    assert (cfg.min_tokens, cfg.max_rep_share, cfg.extra_refusal_phrases, cfg.prompt_echo) == (None, 0.3, ("no way",), False)
+    assert (cfg.min_tokens, cfg.max_rep_share, cfg.extra_refusal_phrases, cfg.prompt_echo) == (
+        None, 0.3, ("no way",), False)
     assert cfg.refusal_phrases == DEFAULT_REFUSAL_PHRASES
     assert filter_config(Export.model_validate({"filters": {"refusal_phrases": ["x y"]}})).refusal_phrases == ("x y",)

@@ -80,7 +80,8 @@ def test_is_quota_exhausted() -> None:
     assert READ.is_quota_exhausted(429, daily)
     assert READ.retry_delay_in_body("Please try again in 20ms.") == 0.02
     assert READ.retry_delay_in_body({"error": {"message": "Rate limit. Please retry in 1.5s"}}) == 1.5
-    assert READ.retry_delay_in_body({"error": {"message": "slow down"}}) is None and READ.retry_delay_in_body(None) is None
+    assert (READ.retry_delay_in_body({"error": {"message": "slow down"}}) is None
+            and READ.retry_delay_in_body(None) is None)
     assert not READ.is_quota_exhausted(429, None)
     assert not READ.is_quota_exhausted(403, {"error": {"message": "Project does not have access to model"}})
     assert not READ.is_quota_exhausted(500, openai_quota)
@@ -138,7 +139,8 @@ def test_openai_headers() -> None:
     fb = READ.reply(200, httpx.Headers(openai_headers(3000, 2999, "20ms", tokens=(2_000_000, 1_999_800, "6ms"))),
                     prompt_tokens=5, completion_tokens=7, latency=0.3, now_wall=WALL)
     assert [(h.dimension, h.limit, h.remaining, h.reset, h.per_minute) for h in fb.limits] == [
-        ("requests", 3000, 2999, pytest.approx(0.02), True), ("tokens", 2_000_000, 1_999_800, pytest.approx(0.006), True)]
+        ("requests", 3000, 2999, pytest.approx(0.02), True),
+        ("tokens", 2_000_000, 1_999_800, pytest.approx(0.006), True)]
     assert (fb.outcome, fb.prompt_tokens, fb.completion_tokens, fb.latency) == ("ok", 5, 7, 0.3)
 
 

@@ -29,7 +29,8 @@ def test_a_changed_max_tokens_is_announced_before_anything_is_paid(sim, make_job
     run = cli("run", str(job), "--quiet")
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert notice in lines and lines.index(notice) < next(i for i, line in enumerate(lines) if line.startswith("run done"))
+    assert notice in lines and lines.index(notice) < next(
+        i for i, line in enumerate(lines) if line.startswith("run done"))
     assert sim.stats()["requests"] == 20
 
     # two earlier versions now; the last one is the most recently run

@@ -422,7 +422,8 @@ def test_adaptive_concurrency_does_not_run_away_on_a_batch_bound_server() -> Non
             job[0] -= speed * tick
             if job[0] <= 0:
                 del active[key]
-                rl.complete(job[2], Feedback("ok", status=200, prompt_tokens=10, completion_tokens=10, latency=clock.now - job[1]))
+                rl.complete(job[2], Feedback("ok", status=200, prompt_tokens=10, completion_tokens=10,
+                                             latency=clock.now - job[1]))
                 done += 1 if clock.now >= 30.0 else 0
         while isinstance(p := rl.try_acquire(10, 10), Permit):
             active[p.seq] = [1.0, clock.now, p]

@@ -302,7 +302,8 @@ def test_multi_turn_prompts_train_on_the_teachers_answer_only(sim, make_job) -> 
     (table,) = pq.read_table(sorted((out / "parquet").glob("train-*.parquet"))).to_pylist()
     assert all(set(m) == {"role", "content"} for m in table["messages"])
     card = (out / "README.md").read_text()
-    assert "`weight: 0`" in card and "mask_history: true" in card and "assistant turns written in the prompt file, before the teacher's answer: 1." in card
+    assert ("`weight: 0`" in card and "mask_history: true" in card
+            and "assistant turns written in the prompt file, before the teacher's answer: 1." in card)
     assert cli("export", str(job), "--format", "alpaca").returncode == 0
     assert "mask_history: true" in (out / "README.md").read_text()
 

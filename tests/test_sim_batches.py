@@ -381,8 +381,10 @@ def test_anthropic_headers_and_create_checks(sim_factory) -> None:
         assert r.status_code == 400 and r.json()["type"] == "error", requests
     big = _an(sim, "POST", "/messages/batches", json={"requests": [_an_request("big", "word " * 1000)]})
     assert big.status_code == 413 and big.json()["error"]["type"] == "request_too_large"
-    assert _an(sim, "POST", "/messages/batches", json={"requests": [_an_request("t1", QUESTIONS[0])]}).status_code == 200
-    assert _an(sim, "POST", "/messages/batches", json={"requests": [_an_request("t2", QUESTIONS[1])]}).status_code == 200
+    assert _an(sim, "POST", "/messages/batches",
+               json={"requests": [_an_request("t1", QUESTIONS[0])]}).status_code == 200
+    assert _an(sim, "POST", "/messages/batches",
+               json={"requests": [_an_request("t2", QUESTIONS[1])]}).status_code == 200
     over = _an(sim, "POST", "/messages/batches", json={"requests": [_an_request("t3", QUESTIONS[2])]})
     assert over.status_code == 429 and over.json()["error"]["type"] == "rate_limit_error"
     assert sim.stats()["batches_created"] == {"anthropic": 2}
@@ -432,7 +434,8 @@ def test_anthropic_list_pagination(sim_factory) -> None:
     assert (first["first_id"], first["last_id"]) == (newest[0], newest[1])
     seen, after = [], None
     while True:                                    # as the SDK's SyncPage follows `after_id=last_id`
-        page = _an(sim, "GET", "/messages/batches", params={"limit": 2, **({"after_id": after} if after else {})}).json()
+        page = _an(sim, "GET", "/messages/batches",
+                   params={"limit": 2, **({"after_id": after} if after else {})}).json()
         seen += [b["id"] for b in page["data"]]
         if not page["has_more"]:
             break
@@ -450,7 +453,8 @@ def test_stats_count_answers_per_custom_id_across_batches(sim_factory, tmp_path:
     client = _client(sim)
     _oa_wait(client, _submit(client, [_line("j1", QUESTIONS[0]), _line("j2", QUESTIONS[1])]).id)
     _oa_wait(client, _submit(client, [_line("j2", QUESTIONS[1])]).id)          # j2 answered a second time
-    _an_wait(sim, _an(sim, "POST", "/messages/batches", json={"requests": [_an_request("k1", QUESTIONS[2])]}).json()["id"])
+    _an_wait(sim, _an(sim, "POST", "/messages/batches",
+                      json={"requests": [_an_request("k1", QUESTIONS[2])]}).json()["id"])
     _sync(sim, [{"role": "user", "content": QUESTIONS[0]}])                      # the chat endpoint counts too
     stats = httpx.get(sim.url[:-3] + "/sim/stats", params={"detail": "1"}).json()
     assert stats["batch_answers_per_custom_id"] == {"j1": 1, "j2": 2, "k1": 1}

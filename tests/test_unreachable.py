@@ -86,7 +86,8 @@ def _states(job: Path) -> dict:
 ], ids=["refused", "dns", "tls"])
 def test_a_teacher_never_reached_stops_the_run_within_seconds(where, cause, sim, make_job) -> None:
     url = where.format(port=free_port(), sim_port=sim.url.rsplit(":", 1)[1].split("/")[0])
-    job = make_job(sim, n=12, teacher={"base_url": url, "provider": "simulator", "limits": {"max_concurrency": 4}}, retry=RETRY)
+    job = make_job(sim, n=12, teacher={"base_url": url, "provider": "simulator", "limits": {"max_concurrency": 4}},
+                   retry=RETRY)
     code, out, took = _run(job)
     assert code == 4, out
     # Seconds, not retry.outage_after's 5 minutes: the verdict after ~2 s of attempts (the process's own

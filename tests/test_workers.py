@@ -141,7 +141,8 @@ def test_workers_learning_an_unknown_limit_together_converge_to_it() -> None:
         if t_done <= t_wake:
             clock.now, _, i, p, ok = heapq.heappop(pending)
             if ok:
-                limiters[i].complete(p, Feedback("ok", status=200, prompt_tokens=50, completion_tokens=200, latency=0.3))
+                limiters[i].complete(p, Feedback("ok", status=200, prompt_tokens=50, completion_tokens=200,
+                                                 latency=0.3))
             else:
                 limiters[i].complete(p, Feedback("rate_limited", status=429))
             heapq.heappush(wake, (clock.now, i))

@@ -141,7 +141,8 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
         lines += ["", "Decontamination hits per eval set: "
                   + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["decontamination"].items()))]
     lines += ["", "## Tokens and cost", "",
-              f"- exported rows: {report['prompt_tokens']:,} prompt + {report['completion_tokens']:,} completion tokens",
+              f"- exported rows: {report['prompt_tokens']:,} prompt + "
+              f"{report['completion_tokens']:,} completion tokens",
               f"- whole harvest: {provenance.get('requests', 0):,} requests, {provenance.get('prompt_tokens', 0):,} "
               f"prompt + {provenance.get('completion_tokens', 0):,} completion tokens answered"]
     if cost:

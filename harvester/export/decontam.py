@@ -148,8 +148,8 @@ def load_eval_texts(path: str | Path) -> Iterator[str]:
         cols = [f.name for f in pf.schema_arrow
                 if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
         for batch in pf.iter_batches(columns=cols):
-            for row in zip(*(c.to_pylist() for c in batch.columns)):
-                yield "\n".join(v for v in row if v)
+            for values in zip(*(c.to_pylist() for c in batch.columns)):
+                yield "\n".join(v for v in values if v)
     elif suffix in (".jsonl", ".json"):
         with path.open(encoding="utf-8") as f:
             rows: Iterable[Any] = (json.loads(line) for line in f if line.strip()) \

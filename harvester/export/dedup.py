@@ -157,8 +157,8 @@ class NearDupIndex:
             np.multiply(flat, self._a[j], out=tmp)
             tmp += self._b[j]
             np.minimum.reduceat(tmp, offs, out=sig[j])
-        sig = sig.reshape(self.cfg.bands, self.cfg.rows, len(offs))
-        return _mix((sig * self._band_coef[None, :, None]).sum(axis=1, dtype=_U64))
+        banded = sig.reshape(self.cfg.bands, self.cfg.rows, len(offs))
+        return _mix((banded * self._band_coef[None, :, None]).sum(axis=1, dtype=_U64))
 
     def add_signatures(self, seqs: np.ndarray, bands: np.ndarray) -> None:
         """Pass 1: rows and their `signatures` (computed anywhere, e.g. in worker processes)."""

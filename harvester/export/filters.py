@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from harvester.export.text import normalized, normalized_words
 from harvester.store.rows import Record
@@ -38,8 +39,8 @@ DEFAULT_REFUSAL_PHRASES: tuple[str, ...] = (
     "je suis désolé, mais je ne peux pas", "désolé, mais je ne peux pas",
     "je ne peux pas vous aider", "je ne peux pas t'aider",
     # German
-    "als KI-Sprachmodell", "als ein KI-Sprachmodell", "als KI kann ich", "es tut mir leid, aber ich kann", "ich kann dir dabei nicht helfen",
-    "ich kann Ihnen dabei nicht helfen",
+    "als KI-Sprachmodell", "als ein KI-Sprachmodell", "als KI kann ich", "es tut mir leid, aber ich kann",
+    "ich kann dir dabei nicht helfen", "ich kann Ihnen dabei nicht helfen",
     # Chinese (no word boundaries in CJK: matched as plain substrings)
     "作为一个人工智能语言模型", "作为一个AI语言模型", "作为人工智能语言模型", "作为一个人工智能助手",
     "作为AI助手", "我无法协助", "抱歉，我不能", "抱歉，我无法", "对不起，我无法", "很抱歉，我无法",
@@ -93,9 +94,13 @@ def _atoms(phrase: str) -> list[str]:
     return out
 
 
+# A trie node: each next atom to its child node, and None to the tail of the phrase that ends there
+_Trie = dict[str | None, Any]
+
+
 def _trie_regex(phrases: list[str]) -> str:
     """Factor common prefixes (a trie) so the engine does not retry 60 branches per char."""
-    root: dict = {}
+    root: _Trie = {}
     for phrase in phrases:
         node = root
         for atom in _atoms(phrase):
@@ -103,7 +108,7 @@ def _trie_regex(phrases: list[str]) -> str:
         last = phrase[-1]     # "model" must not match "modeling": tail boundary, unless CJK
         node[None] = r"(?!\w)" if re.match(r"\w", last) and not _CJK.match(last) else ""
 
-    def emit(node: dict, top: bool = False) -> str:
+    def emit(node: _Trie, top: bool = False) -> str:
         alts = []
         for atom, sub in node.items():
             if atom is None:

@@ -129,7 +129,9 @@ def filter_config(settings: Export) -> FilterConfig:
     given = settings.filters.model_dump(exclude={"enabled"}, exclude_none=False)
     if given["refusal_phrases"] is None:
         del given["refusal_phrases"]
-    return FilterConfig(**{_FILTER_FIELD.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    fields: dict[str, Any] = {_FILTER_FIELD.get(k, k): tuple(v) if isinstance(v, list) else v
+                              for k, v in given.items()}
+    return FilterConfig(**fields)
 
 
 def load_decontaminator(settings: Export) -> Decontaminator | None:

@@ -70,9 +70,9 @@ def row_to_prompt(row: Any, where: str, system: str | None = None) -> Prompt:
     if "prompt" in row:
         messages = [{"role": "user", "content": _text(row, "prompt", where)}]
     elif "instruction" in row:
-        extra = _text(row, "input", where, optional=True)
+        given_input = _text(row, "input", where, optional=True)
         instruction = _text(row, "instruction", where)
-        messages = [{"role": "user", "content": f"{instruction}\n\n{extra}" if extra else instruction}]
+        messages = [{"role": "user", "content": f"{instruction}\n\n{given_input}" if given_input else instruction}]
         reference = _text(row, "output", where, optional=True)
     elif "conversations" in row:
         messages, reference = _sharegpt(row["conversations"], where)

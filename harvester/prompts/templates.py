@@ -36,7 +36,8 @@ _MARKS = ("__line__", "__keys__")
 def _line_of(mapping: dict[Any, Any], *keys: Any) -> int:
     """The line of the first of `keys` present in a loaded mapping, else of the mapping itself."""
     lines = mapping.get("__keys__", {})
-    return next((lines[k] for k in keys if k in lines), mapping.get("__line__", 1))
+    line: int = next((lines[k] for k in keys if k in lines), mapping.get("__line__", 1))
+    return line
 
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)

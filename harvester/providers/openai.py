@@ -29,5 +29,6 @@ PROVIDER = Provider(
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,
     terms=TermsRow("forbidden", "The terms forbid using output to develop models that compete with OpenAI, and "
-                   "forbid circumventing rate limits.", "https://openai.com/policies/terms-of-use/", date(2026, 11, 28)),
+                   "forbid circumventing rate limits.", "https://openai.com/policies/terms-of-use/",
+                   date(2026, 11, 28)),
 )

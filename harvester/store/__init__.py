@@ -28,17 +28,17 @@ from ..errors import StoreError
 from ..results import StoreStatus
 from . import batches, ledger
 from .rows import JobSpec, Record
-from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal
+from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal, inserted_id, table_of
 
 __all__ = ["Store", "sqlite_path", "ClaimedJob", "AttemptRow", "AnswerRow", "FailureRow", "Job", "Run", "Attempt",
            "Response", "Usage", "Meta", "SCHEMA_VERSION"]
 
-J = Job.__table__
-R = Response.__table__
-A = Attempt.__table__
-RUN = Run.__table__
-META = Meta.__table__
-BATCH = Batch.__table__
+J = table_of(Job)
+R = table_of(Response)
+A = table_of(Attempt)
+RUN = table_of(Run)
+META = table_of(Meta)
+BATCH = table_of(Batch)
 
 
 @dataclass(slots=True)
@@ -163,7 +163,7 @@ class Store:
         with self.write() as conn:
             if not self.is_sqlite:  # concurrent CREATE TABLEs collide: one process at a time
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243510394)"))
-            SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in
+            SQLModel.metadata.create_all(conn, tables=[table_of(t) for t in
                                                        (Meta, Run, Job, Attempt, Response, Usage, UsageTotal, Batch)])
             found = conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
             if found is None:
@@ -202,9 +202,9 @@ class Store:
         """The dialect's INSERT, which has ON CONFLICT."""
         if self.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        return insert(table)
+            return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return pg_insert(table)
 
     def _insert_ignore(self, table: sa.Table) -> Any:
         return self._insert(table).on_conflict_do_nothing()
@@ -251,8 +251,8 @@ class Store:
     # --- runs ---------------------------------------------------------------------------
     def start_run(self, **fields: Any) -> int:
         with self.write() as conn:
-            return conn.execute(RUN.insert().values(started_at=self._now(), heartbeat_at=self._now(), **fields)
-                                ).inserted_primary_key[0]
+            return inserted_id(conn.execute(RUN.insert().values(started_at=self._now(), heartbeat_at=self._now(),
+                                                                **fields)))
 
     def end_run(self, run_id: int, **fields: Any) -> None:
         with self.write() as conn:
@@ -313,8 +313,8 @@ class Store:
             # them back at its end (e.g. the store was unreachable then).
             orphan = sa.and_(J.c.plan_key == plan_key, J.c.status == "leased",
                              J.c.lease_owner.in_(sa.select(RUN.c.owner).where(RUN.c.ended_at.is_not(None))))
-            released = dict(conn.execute(sa.select(J.c.lease_owner, sa.func.count()).where(orphan)
-                                         .group_by(J.c.lease_owner)).all())
+            released: dict[str, int] = dict(conn.execute(
+                sa.select(J.c.lease_owner, sa.func.count()).where(orphan).group_by(J.c.lease_owner)).all())
             if released:
                 conn.execute(J.update().where(orphan).values(status="pending", lease_owner=None, lease_expires=None))
             return released
@@ -425,11 +425,12 @@ class Store:
             truncated = conn.execute(sa.select(sa.func.count()).select_from(R.join(J, J.c.id == R.c.job_id))
                                      .where(J.c.plan_key == plan_key, R.c.finish_reason == "length")).scalar() or 0
             attempts = conn.execute(sa.select(sa.func.count(), sa.func.count(A.c.error_kind))).one()
-            errors = dict(conn.execute(sa.select(A.c.error_kind, sa.func.count()).where(A.c.error_kind.is_not(None))
-                                       .group_by(A.c.error_kind)).all())
-            failed = dict(conn.execute(sa.select(J.c.error_kind, sa.func.count())
-                                       .where(J.c.plan_key == plan_key, J.c.status == "failed")
-                                       .group_by(J.c.error_kind)).all())
+            errors: dict[str, int] = dict(conn.execute(
+                sa.select(A.c.error_kind, sa.func.count()).where(A.c.error_kind.is_not(None))
+                .group_by(A.c.error_kind)).all())
+            failed: dict[str, int] = dict(conn.execute(
+                sa.select(J.c.error_kind, sa.func.count()).where(J.c.plan_key == plan_key, J.c.status == "failed")
+                .group_by(J.c.error_kind)).all())
             runs = conn.execute(sa.select(RUN).order_by(RUN.c.id.desc()).limit(1)).mappings().first()
             in_batches = conn.execute(sa.select(sa.func.count()).where(
                 J.c.plan_key == plan_key, J.c.status == "leased", J.c.lease_owner.like("batch:%"))).scalar() or 0
@@ -469,7 +470,8 @@ class Store:
         with self.read() as conn:
             counts = conn.execute(sa.select(J.c.plan_key, sa.func.count())
                                   .where(J.c.status == "done", J.c.plan_key != exclude).group_by(J.c.plan_key)).all()
-            last_run = dict(conn.execute(sa.select(RUN.c.plan_key, sa.func.max(RUN.c.id)).group_by(RUN.c.plan_key)).all())
+            last_run: dict[str, int] = dict(conn.execute(
+                sa.select(RUN.c.plan_key, sa.func.max(RUN.c.id)).group_by(RUN.c.plan_key)).all())
         plans = [{"plan_key": k, "answers": n, "last_run": last_run.get(k)} for k, n in counts]
         return sorted(plans, key=lambda p: p["last_run"] or 0, reverse=True)
 
@@ -485,7 +487,7 @@ class Store:
         if max_seq is not None:
             q = q.where(J.c.seq <= max_seq)
         with self.read() as conn:
-            found = dict(conn.execute(q).all())
+            found: dict[str, int] = dict(conn.execute(q).all())
         return {s: found.get(s, 0) for s in ("pending", "leased", "done", "failed")}
 
     def last_limiter(self) -> dict[str, Any] | None:

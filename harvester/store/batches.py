@@ -19,17 +19,17 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from .ledger import Budget, Overrun, Reservation, Settlement, T, amounts, metric_of, settle, window_keys
-from .tables import Attempt, Batch, Job, Response, Run, Usage
+from .tables import Attempt, Batch, Job, Response, Run, Usage, inserted_id, table_of
 
 if TYPE_CHECKING:
     from . import Store
 
-B = Batch.__table__
-J = Job.__table__
-R = Response.__table__
-A = Attempt.__table__
-U = Usage.__table__
-RUN = Run.__table__
+B = table_of(Batch)
+J = table_of(Job)
+R = table_of(Response)
+A = table_of(Attempt)
+U = table_of(Usage)
+RUN = table_of(Run)
 
 FOREVER = 1e15          # a batch's lease: until its results are read (or it is abandoned)
 OPEN_STATES = ("intent", "uploaded", "submitted", "ended")
@@ -97,7 +97,8 @@ def start(store: Store, *, plan_key: str, protocol: str, tag: str, run_id: int, 
         if not store.is_sqlite:
             q = q.with_for_update()
         totals = {r["window"]: r for r in conn.execute(q).mappings()}
-        lines, size = [], 0
+        lines: list[bytes] = []
+        size = 0
         for r in rows:
             line = encode(r.id, r.request)
             if lines and size + len(line) > max_bytes:
@@ -110,9 +111,9 @@ def start(store: Store, *, plan_key: str, protocol: str, tag: str, run_id: int, 
         if isinstance(take, Overrun):
             return take
         rows, costs, lines = rows[:take], costs[:take], lines[:take]
-        bid = conn.execute(B.insert().values(plan_key=plan_key, protocol=protocol, tag=tag, state="intent",
-                                             lines=len(rows), run_id=run_id, created_at=now,
-                                             usd_reserved=sum(c.usd for c in costs))).inserted_primary_key[0]
+        bid = inserted_id(conn.execute(B.insert().values(plan_key=plan_key, protocol=protocol, tag=tag,
+                                                         state="intent", lines=len(rows), run_id=run_id,
+                                                         created_at=now, usd_reserved=sum(c.usd for c in costs))))
         conn.execute(J.update().where(J.c.id.in_([r.id for r in rows]))
                      .values(status="leased", lease_owner=owner_of(bid), lease_expires=FOREVER, updated_at=now))
         conn.execute(U.insert(), [{"run_id": run_id, "job_id": r.id, "day": day, "month": month, "state": "reserved",

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .tables import Run, Usage, UsageTotal
+from .tables import Run, Usage, UsageTotal, inserted_id, table_of
 
 if TYPE_CHECKING:
     from . import Store
 
-U = Usage.__table__
-T = UsageTotal.__table__
-RUN = Run.__table__
+U = table_of(Usage)
+T = table_of(UsageTotal)
+RUN = table_of(Run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +101,10 @@ def reserve(store: Store, *, run_id: int, job_id: str, day: str, month: str, inp
         conn.execute(T.update().where(T.c.window.in_(needed)).values(
             requests_reserved=T.c.requests_reserved + 1, input_reserved=T.c.input_reserved + input_tokens,
             output_reserved=T.c.output_reserved + output_tokens, usd_reserved=T.c.usd_reserved + usd))
-        rid = conn.execute(U.insert().values(run_id=run_id, job_id=job_id, day=day, month=month, state="reserved",
-                                             input_reserved=input_tokens, output_reserved=output_tokens,
-                                             usd_reserved=usd, created_at=now)).inserted_primary_key[0]
+        rid = inserted_id(conn.execute(U.insert().values(run_id=run_id, job_id=job_id, day=day, month=month,
+                                                         state="reserved", input_reserved=input_tokens,
+                                                         output_reserved=output_tokens, usd_reserved=usd,
+                                                         created_at=now)))
     return Reservation(rid, tuple(needed), input_tokens, output_tokens, usd)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index
+from sqlalchemy import JSON, Column, Index, Table
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import CursorResult
 from sqlmodel import Field, SQLModel
 
 SCHEMA_VERSION = 3
@@ -148,3 +150,20 @@ class UsageTotal(SQLModel, table=True):
     input_reserved: int = 0
     output_reserved: int = 0
     usd_reserved: float = 0.0
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A table model's SQLAlchemy Table, typed: sqlmodel's metaclass sets `__table__` on a `table=True`
+    model but does not declare it, so `Model.__table__` has no type. Its mapper's local table is that object."""
+    table = sa_inspect(model).local_table
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row a one-row INSERT wrote."""
+    key = result.inserted_primary_key
+    if key is None:
+        raise RuntimeError("the INSERT reported no primary key")
+    return int(key[0])
