@@ -6,12 +6,20 @@ Also `harvester status` of a detached batch run: its open batches, and the jobs 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from conftest import cli
+from harvester.store import AnswerRow, Store
+from harvester.store.rows import JobSpec
 
 PRICES = {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "batch_factor": 0.5}
 
@@ -29,6 +37,41 @@ def by_channel(job: Path) -> dict[str, tuple[int, int, int]]:
 
 def usd(pin: int, pout: int) -> float:
     return (pin * PRICES["input_per_mtok"] + pout * PRICES["output_per_mtok"]) / 1e6
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store on SQLite, and on PostgreSQL when HARVESTER_TEST_PG_URL names a server (.ci/run's)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 's.db'}"
+        return
+    server = os.environ.get("HARVESTER_TEST_PG_URL")
+    if not server:
+        pytest.skip("PostgreSQL: set HARVESTER_TEST_PG_URL")
+    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def test_the_store_counts_answers_by_channel(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        store.plan([JobSpec(f"j{i}", f"p{i}", i, 0, {"messages": [{"role": "user", "content": f"q{i}"}]}, "f:1", {})
+                    for i in range(6)], "plan")
+        raws = [{"batch": "batch_abc"}, {"batch": 3, "id": "x"}, {"id": "y"}, None, {"batch": None}, {"batch": "b"}]
+        store.record([], [AnswerRow(f"j{i}", 1, "m" if i % 2 else "n", "a", "stop", 10 + i, 100 * i, 0.0, raw)
+                          for i, raw in enumerate(raws)], [])
+        p = store.provenance("plan")
+    finally:
+        store.close()
+    assert p["channels"] == {"batch": {"answers": 3, "prompt_tokens": 10 + 11 + 15, "completion_tokens": 600},
+                             "sync": {"answers": 3, "prompt_tokens": 12 + 13 + 14, "completion_tokens": 900}}
+    assert p["answers"] == 6 and p["models_reported"] == ["m", "n"]
 
 
 def test_card_and_stats_say_what_came_through_batches_and_what_it_cost(sim_factory, make_job, tmp_path) -> None:

@@ -546,17 +546,20 @@ class Store:
             terms = conn.execute(sa.select(RUN.c.terms).where(RUN.c.plan_key == plan_key)
                                  .order_by(RUN.c.id.desc()).limit(1)).scalar()
             # one pass over the plan's answers, driven by the job index (not a scan of every response)
-            per_model = conn.execute(sa.select(R.c.model, _channel(), sa.func.count(), sa.func.min(R.c.created_at),
+            # grouped by the label: PostgreSQL takes a repeated expression with its own bound parameters
+            # for another expression
+            channel = _channel().label("channel")
+            per_model = conn.execute(sa.select(R.c.model, channel, sa.func.count(), sa.func.min(R.c.created_at),
                                                sa.func.max(R.c.created_at),
                                                sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
                                                sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
                                      .select_from(J.join(R, R.c.job_id == J.c.id))
                                      .where(J.c.plan_key == plan_key, J.c.status == "done")
-                                     .group_by(R.c.model, _channel())).all()
+                                     .group_by(R.c.model, channel)).all()
             models = sorted({m for m, *_ in per_model if m is not None})
             channels = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0} for c in ("sync", "batch")}
-            for _, channel, n, _, _, pin, pout in per_model:
-                got = channels[channel]
+            for _, name, n, _, _, pin, pout in per_model:
+                got = channels[name]
                 got["answers"] += n
                 got["prompt_tokens"] += int(pin)
                 got["completion_tokens"] += int(pout)
