@@ -33,7 +33,7 @@ from .prompts import plan
 from .store import Store, sqlite_path
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
-from .results import EarlierPlans, Estimate, QuotaReport, Status, StoreStatus
+from .results import EarlierPlans, Estimate, Provenance, QuotaReport, Status, StoreStatus
 from .store import ledger
 from .teacher import Teacher
 from .terms import check_terms
@@ -377,7 +377,7 @@ class Harvester:
             paths.append(("the job file", self.job_file))
         return paths
 
-    def provenance(self) -> dict[str, Any]:
+    def provenance(self) -> Provenance:
         """Where this plan's answers came from, and what they cost: the one source the dataset card and
         `stats.json` both read. The store aggregates the answers by channel (sync, batch); each channel is
         priced here at what it paid (a batch at `batch_factor` of the synchronous price), and batch answers
@@ -385,7 +385,8 @@ class Harvester:
         p = self.store.provenance(self.plan_key())
         prices = prices_for(self.job)
         if prices is None:
-            return {**p, "cost": None}
+            p["cost"] = None
+            return p
         factor = batch_factor(self.job)
         for name, c in p["channels"].items():
             at_sync = request_cost(prices, c["prompt_tokens"], c["completion_tokens"])
@@ -393,9 +394,10 @@ class Harvester:
             c["usd_at_sync_price"] = at_sync
         usd = sum(c["usd"] for c in p["channels"].values())
         at_sync = sum(c["usd_at_sync_price"] for c in p["channels"].values())
-        ledger_usd = ledger.totals(self.store, ["total"])["total"]["usd"]
-        return {**p, "cost": {**prices.model_dump(), "batch_factor": factor, "usd": usd, "usd_at_sync_price": at_sync,
-                              "saved_usd": at_sync - usd, "ledger_usd": ledger_usd}}
+        p["cost"] = {"input_per_mtok": prices.input_per_mtok, "output_per_mtok": prices.output_per_mtok,
+                     "batch_factor": factor, "usd": usd, "usd_at_sync_price": at_sync, "saved_usd": at_sync - usd,
+                     "ledger_usd": ledger.totals(self.store, ["total"])["total"]["usd"]}
+        return p
 
 
 __all__ = ["Harvester", "RunResult", "PlanSummary", "EXIT_CODES", "HarvesterError"]

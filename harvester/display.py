@@ -151,11 +151,10 @@ def status_table(status: Status) -> Table:
     if batches:
         table.add_row("open batches", str(len(batches)))
     for b in batches:
-        done = b.get("succeeded", 0) + b.get("failed", 0)
-        table.add_row(f"  {b.get('provider_id') or '(batch #' + str(b['id']) + ', not created yet)'}",
-                      f"{b.get('provider_status') or b.get('state')} · {done:,}/{b.get('lines', 0):,} lines done"
-                      + (f" ({b['failed']:,} failed)" if b.get("failed") else "")
-                      + f" · age {duration_text(b.get('age_s'))}")
+        table.add_row(f"  {b['provider_id'] or '(batch #' + str(b['id']) + ', not created yet)'}",
+                      f"{b['provider_status'] or b['state']} · {b['succeeded'] + b['failed']:,}/{b['lines']:,} "
+                      "lines done" + (f" ({b['failed']:,} failed)" if b["failed"] else "")
+                      + f" · age {duration_text(b['age_s'])}")
     workers = status.get("workers")
     if workers is not None:
         table.add_row("live workers", str(len(workers)))

@@ -18,8 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import cli
+from harvester.results import Provenance
 from harvester.store import AnswerRow, Store
 from harvester.store.rows import JobSpec
+from test_vocabulary import _fits
 
 PRICES = {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "batch_factor": 0.5}
 
@@ -72,6 +74,7 @@ def test_the_store_counts_answers_by_channel(store_url: str) -> None:
     assert p["channels"] == {"batch": {"answers": 3, "prompt_tokens": 10 + 11 + 15, "completion_tokens": 600},
                              "sync": {"answers": 3, "prompt_tokens": 12 + 13 + 14, "completion_tokens": 900}}
     assert p["answers"] == 6 and p["models_reported"] == ["m", "n"]
+    _fits(p, Provenance, "store.provenance")
 
 
 def test_card_and_stats_say_what_came_through_batches_and_what_it_cost(sim_factory, make_job, tmp_path) -> None:
@@ -91,6 +94,7 @@ def test_card_and_stats_say_what_came_through_batches_and_what_it_cost(sim_facto
     truth = by_channel(job)
     assert truth["sync"][0] == first and truth["batch"][0] == n - first
     p = json.loads((out / "stats.json").read_text())["provenance"]
+    _fits(p, Provenance, "stats.json provenance")
     for channel, (answers, pin, pout) in truth.items():
         got = p["channels"][channel]
         assert (got["answers"], got["prompt_tokens"], got["completion_tokens"]) == (answers, pin, pout)
@@ -121,6 +125,7 @@ def test_without_prices_the_export_gives_the_counts_only(sim_factory, make_job, 
     out = tmp_path / "ex"
     assert cli("export", str(job), "--out", str(out)).returncode == 0
     p = json.loads((out / "stats.json").read_text())["provenance"]
+    _fits(p, Provenance, "stats.json provenance")
     assert p["cost"] is None and p["channels"]["batch"] == {"answers": 30, "prompt_tokens": by_channel(job)["batch"][1],
                                                             "completion_tokens": by_channel(job)["batch"][2]}
     line = next(x for x in (out / "README.md").read_text().splitlines() if x.startswith("- through provider batches:"))

@@ -38,6 +38,7 @@ from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
+from ..results import Provenance
 from ..store.rows import Record
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
@@ -79,7 +80,7 @@ class ExportReport:
     multi_turn_rows: int = 0                                          # rows with assistant turns of the prompt file
     keep: list[str] = field(default_factory=list)                     # export.keep columns written
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
-    provenance: dict[str, Any] | None = None                          # runs, channels, cost (Harvester.provenance)
+    provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
 
     @property
     def kept(self) -> int:
@@ -303,7 +304,7 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
                name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
-               protected: Iterable[Protected] = (), provenance: dict[str, Any] | None = None) -> ExportReport:
+               protected: Iterable[Protected] = (), provenance: Provenance | None = None) -> ExportReport:
     """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
     inside what the export replaces (the store, the job file, prompt sets). `provenance` goes into
     `stats.json` as given, and the card reads it from there (one source for both)."""

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from ..errors import StoreError
-from ..results import StoreStatus
+from ..results import ChannelAnswers, Provenance, StoreStatus
 from . import batches, ledger
 from .rows import JobSpec, Record
 from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal
@@ -536,7 +536,7 @@ class Store:
                 for (request,) in conn.execute(q):
                     yield request["messages"]
 
-    def provenance(self, plan_key: str | None = None) -> dict[str, Any]:
+    def provenance(self, plan_key: str | None = None) -> Provenance:
         """What a dataset card says of where its rows came from: runs, dates, models, terms, usage, and
         the answers by channel (`sync`, `batch`: read from a provider batch, its `raw` naming the batch)."""
         plan_key = self._plan_key(plan_key)
@@ -557,7 +557,8 @@ class Store:
                                      .where(J.c.plan_key == plan_key, J.c.status == "done")
                                      .group_by(R.c.model, channel)).all()
             models = sorted({m for m, *_ in per_model if m is not None})
-            channels = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0} for c in ("sync", "batch")}
+            channels: dict[str, ChannelAnswers] = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
+                                                   for c in ("sync", "batch")}
             for _, name, n, _, _, pin, pout in per_model:
                 got = channels[name]
                 got["answers"] += n
