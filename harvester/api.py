@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, plans, reasons
 from .batch_client import client_for
-from .batches import BatchProgress, BatchRunner, check_batch_config, protocol_for
+from .batches import BatchProgress, BatchRunner, batch_factor, check_batch_config, protocol_for
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
@@ -32,7 +32,7 @@ from .hashing import content_hash
 from .prompts import plan
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
-from .results import EarlierPlans, Estimate, QuotaReport, Status, StoreStatus
+from .results import EarlierPlans, Estimate, Provenance, QuotaReport, Status, StoreStatus
 from .store import Store, ledger, sqlite_path
 from .teacher import Teacher
 from .terms import check_terms
@@ -356,14 +356,12 @@ class Harvester:
         plan_key = self.plan_key()
 
         def card(report: ExportReport) -> str:
-            provenance = store.provenance(plan_key)
             return render_card(name=self.job.name, teacher=self.job.teacher.model_dump(mode="json"),
-                               report=report.as_dict(), provenance=provenance, cost=self._cost(provenance),
-                               version=__version__)
+                               report=report.as_dict(), version=__version__)
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
-                                      protected=self._protected_paths())
+                                      protected=self._protected_paths(), provenance=self.provenance())
         return datasets.load_from_disk(str(target / "hf"))
 
     def _protected_paths(self) -> list[tuple[str, Path]]:
@@ -378,13 +376,27 @@ class Harvester:
             paths.append(("the job file", self.job_file))
         return paths
 
-    def _cost(self, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    def provenance(self) -> Provenance:
+        """Where this plan's answers came from, and what they cost: the one source the dataset card and
+        `stats.json` both read. The store aggregates the answers by channel (sync, batch); each channel is
+        priced here at what it paid (a batch at `batch_factor` of the synchronous price), and batch answers
+        also at the synchronous price, to say what batch mode saved. `cost` is None when no prices are known."""
+        p = self.store.provenance(self.plan_key())
         prices = prices_for(self.job)
         if prices is None:
-            return None
-        usd = request_cost(prices, provenance["prompt_tokens"], provenance["completion_tokens"])
-        ledger_usd = ledger.totals(self.store, ["total"])["total"]["usd"]
-        return {**prices.model_dump(), "usd": usd, "ledger_usd": ledger_usd}
+            p["cost"] = None
+            return p
+        factor = batch_factor(self.job)
+        for name, c in p["channels"].items():
+            at_sync = request_cost(prices, c["prompt_tokens"], c["completion_tokens"])
+            c["usd"] = at_sync * factor if name == "batch" else at_sync
+            c["usd_at_sync_price"] = at_sync
+        usd = sum(c["usd"] for c in p["channels"].values())
+        at_sync = sum(c["usd_at_sync_price"] for c in p["channels"].values())
+        p["cost"] = {"input_per_mtok": prices.input_per_mtok, "output_per_mtok": prices.output_per_mtok,
+                     "batch_factor": factor, "usd": usd, "usd_at_sync_price": at_sync, "saved_usd": at_sync - usd,
+                     "ledger_usd": ledger.totals(self.store, ["total"])["total"]["usd"]}
+        return p
 
 
 __all__ = ["Harvester", "RunResult", "PlanSummary", "EXIT_CODES", "HarvesterError"]

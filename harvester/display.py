@@ -123,8 +123,15 @@ def status_table(status: Status) -> Table:
         return table
     labels = {"other_plans": "jobs of other plans (earlier versions of this job file, in this store)",
               "requests": "requests (all plans)", "failed_requests": "failed requests (all plans)"}
+    # A job in a provider batch is leased to it (`batch:<id>`), not to a worker: shown apart, with its batch.
+    in_batches = status.get("in_batches", 0)
     for key in ("jobs", "pending", "leased", "done", "failed", "other_plans", "requests", "failed_requests",
                 "prompt_tokens", "completion_tokens"):
+        if key == "leased":
+            table.add_row("leased by workers", f"{status.get(key, 0) - in_batches:,}")
+            if in_batches or status.get("batches"):
+                table.add_row("in open batches", f"{in_batches:,}")
+            continue
         table.add_row(labels.get(key, key.replace("_", " ")), f"{status.get(key, 0):,}")
     table.add_row("truncated answers (max_tokens ran out)", f"{status.get('truncated', 0):,}")
     if status.get("merged"):
@@ -140,6 +147,14 @@ def status_table(status: Status) -> Table:
         limits = _limits_text(run.get("limiter") or {})
         if limits:
             table.add_row("limits in force", limits)
+    batches = status.get("batches") or []
+    if batches:
+        table.add_row("open batches", str(len(batches)))
+    for b in batches:
+        table.add_row(f"  {b['provider_id'] or '(batch #' + str(b['id']) + ', not created yet)'}",
+                      f"{b['provider_status'] or b['state']} · {b['succeeded'] + b['failed']:,}/{b['lines']:,} "
+                      "lines done" + (f" ({b['failed']:,} failed)" if b["failed"] else "")
+                      + f" · age {duration_text(b['age_s'])}")
     workers = status.get("workers")
     if workers is not None:
         table.add_row("live workers", str(len(workers)))

@@ -1,4 +1,4 @@
-"""The shapes of what `Harvester.status()`, `quota()` and `estimate()` return.
+"""The shapes of what `Harvester.status()`, `quota()`, `estimate()` and `provenance()` return.
 
 TypedDicts, not classes: the values stay plain dicts (indexed as dicts, dumped as they are by the CLI's
 `--json`), and a type checker knows their keys. Stdlib only: the store and the quota guard that build
@@ -165,5 +165,47 @@ class Estimate(TypedDict):
     batch_factor: float              # the share of the synchronous price a batch pays (harvester.batches)
 
 
+# --- provenance (the dataset card and stats.json) ----------------------------------------------
+
+class ChannelAnswers(TypedDict):
+    """The plan's answers that came one way: `sync` (the chat endpoint) or `batch` (a provider batch)."""
+
+    answers: int
+    prompt_tokens: int
+    completion_tokens: int
+    usd: NotRequired[float]              # what they cost (a batch at batch_factor of the price); with prices
+    usd_at_sync_price: NotRequired[float]  # what they would have cost synchronously
+
+
+class ProvenanceCost(TypedDict):
+    input_per_mtok: float
+    output_per_mtok: float
+    batch_factor: float                  # the share of the synchronous price a batch pays (harvester.batches)
+    usd: float                           # every answer at the price its channel paid
+    usd_at_sync_price: float             # every answer at the synchronous price
+    saved_usd: float                     # what batch mode saved
+    ledger_usd: float                    # the quota ledger's total: failed attempts too, when budgets are set
+
+
+class Provenance(TypedDict):
+    """Where a plan's answers came from (`Store.provenance`); `Harvester.provenance()` adds `cost`, which
+    `stats.json` holds and the dataset card reads."""
+
+    runs: int
+    first_run_started: float | None
+    last_run_ended: float | None
+    terms: dict[str, Any] | None         # the last run's terms (harvester.terms)
+    answers: int
+    first_answer: float | None
+    last_answer: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    models_reported: list[str]
+    requests: int                        # attempts, every plan's
+    channels: dict[str, ChannelAnswers]  # sync, batch
+    cost: NotRequired[ProvenanceCost | None]   # None: no prices known (counts only)
+
+
 __all__ = ["PricesRow", "EarlierPlans", "StoreStatus", "Status", "BudgetRow",
-           "QuotaTotals", "QuotaReport", "WorstCase", "Expected", "BudgetFit", "Duration", "Estimate"]
+           "QuotaTotals", "QuotaReport", "WorstCase", "Expected", "BudgetFit", "Duration", "Estimate",
+           "ChannelAnswers", "ProvenanceCost", "Provenance"]

@@ -74,8 +74,30 @@ def _code_or_words(text: str) -> str:
     return f"`{text}`" if "://" in text else text
 
 
-def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], provenance: dict[str, Any],
-                cost: dict[str, Any] | None, version: str) -> str:
+def _channel_lines(provenance: dict[str, Any], cost: dict[str, Any] | None) -> list[str]:
+    """How many answers came through provider batches, and what they cost against the synchronous price."""
+    channels = provenance.get("channels") or {}
+    batch, sync = channels.get("batch") or {}, channels.get("sync") or {}
+    if not batch.get("answers"):
+        return []
+    total = batch["answers"] + (sync.get("answers") or 0)
+    line = (f"- through provider batches: {batch['answers']:,} of {total:,} answers "
+            f"({batch['prompt_tokens']:,} prompt + {batch['completion_tokens']:,} completion tokens)")
+    if cost and "usd" in batch:
+        line += (f"; {usd_text(batch['usd'])} at the batch price ({cost['batch_factor']:g} of the synchronous one) "
+                 f"against {usd_text(batch['usd_at_sync_price'])} synchronously, "
+                 f"{usd_text(batch['usd_at_sync_price'] - batch['usd'])} saved")
+    lines = [line]
+    if sync.get("answers"):
+        lines.append(f"- synchronous: {sync['answers']:,} answers"
+                     + (f", {usd_text(sync['usd'])}" if cost and "usd" in sync else ""))
+    return lines
+
+
+def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], version: str) -> str:
+    """The card, from the export's report alone (its `provenance` is what `stats.json` holds too)."""
+    provenance = report.get("provenance") or {}
+    cost = provenance.get("cost")
     rows = report["rows"]
     total = sum(rows.values())
     meta = {
@@ -146,9 +168,12 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], p
               f"- whole harvest: {provenance.get('requests', 0):,} requests, {provenance.get('prompt_tokens', 0):,} "
               f"prompt + {provenance.get('completion_tokens', 0):,} completion tokens answered"]
     if cost:
-        lines.append(f"- cost at ${cost['input_per_mtok']}/M input and ${cost['output_per_mtok']}/M output tokens: "
-                     f"{usd_text(cost['usd'])}" + (f" (quota ledger: {usd_text(cost['ledger_usd'])} incl. failed "
+        discounted = ((provenance.get("channels") or {}).get("batch") or {}).get("answers")
+        lines.append(f"- cost at ${cost['input_per_mtok']}/M input and ${cost['output_per_mtok']}/M output tokens"
+                     + (f" (batches at {cost['batch_factor']:g} of that)" if discounted else "")
+                     + f": {usd_text(cost['usd'])}" + (f" (quota ledger: {usd_text(cost['ledger_usd'])} incl. failed "
                                                    "attempts)" if abs(cost.get("ledger_usd") or 0) > 1e-9 else ""))
+    lines += _channel_lines(provenance, cost)
     lines += ["", "## Files", "",
               "- `train.jsonl`" + (", `test.jsonl`" if "test" in rows else "") + ": one row per line",
               "- `parquet/`: zstd Parquet shards; `hf/`: `datasets.load_from_disk`",

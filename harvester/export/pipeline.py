@@ -33,6 +33,7 @@ import numpy as np
 from .. import __version__
 from ..config import Export
 from ..errors import ConfigError, HarvesterError
+from ..results import Provenance
 from ..store.rows import Record
 from .analyze import KEEP, Analyzer, Decisions, Verdicts, decide, split_hash
 from .decontam import Decontaminator, load_eval_texts
@@ -79,6 +80,7 @@ class ExportReport:
     multi_turn_rows: int = 0                                          # rows with assistant turns of the prompt file
     keep: list[str] = field(default_factory=list)                     # export.keep columns written
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
+    provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
 
     @property
     def kept(self) -> int:
@@ -92,7 +94,8 @@ class ExportReport:
                 "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning,
-                "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes}
+                "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes,
+                "provenance": self.provenance}
 
 
 def split_of(job_id: str, test_size: float) -> str:
@@ -303,9 +306,10 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
                name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
-               protected: Iterable[Protected] = ()) -> ExportReport:
+               protected: Iterable[Protected] = (), provenance: Provenance | None = None) -> ExportReport:
     """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
-    inside what the export replaces (the store, the job file, prompt sets)."""
+    inside what the export replaces (the store, the job file, prompt sets). `provenance` goes into
+    `stats.json` as given, and the card reads it from there (one source for both)."""
     fmt = fmt or settings.format
     if fmt not in FORMATS:
         raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
@@ -318,7 +322,8 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     release_freed_memory()
     report = ExportReport(out=out, format=fmt, selected=len(verdicts), dropped=decisions.dropped,
                           steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
-                          workers=workers, reasoning=settings.reasoning, keep=list(settings.keep))
+                          workers=workers, reasoning=settings.reasoning, keep=list(settings.keep),
+                          provenance=provenance)
     promoted, no_test = promoted_to_test(decisions.verdicts, settings.test_size)
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")

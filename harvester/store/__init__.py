@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
 from ..errors import StoreError
-from ..results import StoreStatus
+from ..results import ChannelAnswers, Provenance, StoreStatus
 from . import batches, ledger
 from .rows import JobSpec, Record
 from .tables import SCHEMA_VERSION, Attempt, Batch, Job, Meta, Response, Run, Usage, UsageTotal, inserted_id, table_of
@@ -538,8 +538,9 @@ class Store:
                 for (request,) in conn.execute(q):
                     yield request["messages"]
 
-    def provenance(self, plan_key: str | None = None) -> dict[str, Any]:
-        """What a dataset card says of where its rows came from: runs, dates, models, terms, usage."""
+    def provenance(self, plan_key: str | None = None) -> Provenance:
+        """What a dataset card says of where its rows came from: runs, dates, models, terms, usage, and
+        the answers by channel (`sync`, `batch`: read from a provider batch, its `raw` naming the batch)."""
         plan_key = self._plan_key(plan_key)
         with self.read() as conn:
             runs = conn.execute(sa.select(sa.func.count(), sa.func.min(RUN.c.started_at), sa.func.max(RUN.c.ended_at))
@@ -547,25 +548,40 @@ class Store:
             terms = conn.execute(sa.select(RUN.c.terms).where(RUN.c.plan_key == plan_key)
                                  .order_by(RUN.c.id.desc()).limit(1)).scalar()
             # one pass over the plan's answers, driven by the job index (not a scan of every response)
-            per_model = conn.execute(sa.select(R.c.model, sa.func.count(), sa.func.min(R.c.created_at),
+            # grouped by the label: PostgreSQL takes a repeated expression with its own bound parameters
+            # for another expression
+            channel = _channel().label("channel")
+            per_model = conn.execute(sa.select(R.c.model, channel, sa.func.count(), sa.func.min(R.c.created_at),
                                                sa.func.max(R.c.created_at),
                                                sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
                                                sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
                                      .select_from(J.join(R, R.c.job_id == J.c.id))
                                      .where(J.c.plan_key == plan_key, J.c.status == "done")
-                                     .group_by(R.c.model)).all()
-            models = sorted(m for m, *_ in per_model if m is not None)
-            answers = (sum(r[1] for r in per_model), min((r[2] for r in per_model), default=None),
-                       max((r[3] for r in per_model), default=None),
-                       sum(r[4] for r in per_model), sum(r[5] for r in per_model))
+                                     .group_by(R.c.model, channel)).all()
+            models = sorted({m for m, *_ in per_model if m is not None})
+            channels: dict[str, ChannelAnswers] = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
+                                                   for c in ("sync", "batch")}
+            for _, name, n, _, _, pin, pout in per_model:
+                got = channels[name]
+                got["answers"] += n
+                got["prompt_tokens"] += int(pin)
+                got["completion_tokens"] += int(pout)
             requests = conn.execute(sa.select(sa.func.count()).select_from(A)).scalar() or 0
         return {"runs": runs[0], "first_run_started": runs[1], "last_run_ended": runs[2], "terms": terms,
-                "answers": answers[0], "first_answer": answers[1], "last_answer": answers[2],
-                "prompt_tokens": int(answers[3]), "completion_tokens": int(answers[4]),
-                "models_reported": models, "requests": requests}
+                "answers": sum(c["answers"] for c in channels.values()),
+                "first_answer": min((r[3] for r in per_model), default=None),
+                "last_answer": max((r[4] for r in per_model), default=None),
+                "prompt_tokens": sum(c["prompt_tokens"] for c in channels.values()),
+                "completion_tokens": sum(c["completion_tokens"] for c in channels.values()),
+                "models_reported": models, "requests": requests, "channels": channels}
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _channel() -> Any:
+    """"batch" for an answer read from a provider batch (its raw JSON names the batch), else "sync"."""
+    return sa.case((R.c.raw["batch"].as_string().is_not(None), "batch"), else_="sync")
 
 
 def _asdict(obj: Any) -> dict[str, Any]:
