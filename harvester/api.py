@@ -341,7 +341,7 @@ class Harvester:
         `test` when there is one. `workers` and `test_size` override export.workers and export.test_size."""
         import datasets
 
-        from .export.card import render_card
+        from .export.card import public_provenance, render_card
         from .export.pipeline import run_export
         from .export.source import StoreSource
 
@@ -361,7 +361,7 @@ class Harvester:
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
-                                      protected=self._protected_paths(), provenance=self.provenance())
+                                      protected=self._protected_paths(), provenance=public_provenance(self.provenance()))
         return datasets.load_from_disk(str(target / "hf"))
 
     def _protected_paths(self) -> list[tuple[str, Path]]:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from ..results import Provenance
 from ..units import usd_text
 
 
@@ -32,6 +33,12 @@ def public_model(name: str) -> str:
         path = PureWindowsPath(name) if PureWindowsPath(name).drive else PurePosixPath(name)
         return path.name or name.strip("/\\")
     return name
+
+
+def public_provenance(provenance: Provenance) -> Provenance:
+    """Provenance as a dataset folder may carry it (`stats.json`, the card): models served from a folder
+    named by the folder, never by the local path."""
+    return {**provenance, "models_reported": sorted({public_model(m) for m in provenance["models_reported"]})}
 
 
 def _private_host(host: str) -> bool:
