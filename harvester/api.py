@@ -361,7 +361,8 @@ class Harvester:
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
-                                      protected=self._protected_paths(), provenance=public_provenance(self.provenance()))
+                                      protected=self._protected_paths(),
+                                      provenance=public_provenance(self.provenance()))
         return datasets.load_from_disk(str(target / "hf"))
 
     def _protected_paths(self) -> list[tuple[str, Path]]:
