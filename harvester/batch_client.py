@@ -22,6 +22,7 @@ from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
 from .providers import anthropic_batch, openai_batch
 from .providers.batch import BatchLimits, BatchState, LineResult
+from .teacher import connection_failure
 
 READ_CHUNK = 500     # result lines handed to the store per transaction
 
@@ -29,6 +30,7 @@ READ_CHUNK = 500     # result lines handed to the store per transaction
 class BatchClient(Protocol):
     protocol: str
     limits: BatchLimits
+    last_ok: float | None          # time.monotonic() of the last call that succeeded (None: none yet)
 
     def encode(self, custom_id: str, request: dict[str, Any]) -> bytes: ...
     async def upload(self, tag: str, lines: list[bytes]) -> str | None: ...
@@ -66,14 +68,22 @@ class _Errors:
         return PermanentError(words, kind=f"http_{status}", feedback=fb)
 
     def transport_error(self, e: Exception, what: str) -> TeacherError:
-        return RetryableError(self.scrub(f"{what}: {type(e).__name__} talking to {self.config.base_url}"),
-                              kind="connection", feedback=providers.Reader.transport(timed_out=False))
+        kind, words = connection_failure(e)
+        return RetryableError(self.scrub(f"{what}: connection to {self.config.base_url} failed: {words}"),
+                              kind=kind, feedback=providers.Reader.transport(timed_out=False))
+
+
+def _transport(e: BaseException) -> bool:
+    """A failure of the connection itself, whichever HTTP stack raised it (httpx, or the SDK's own httpx2)."""
+    return isinstance(e, (openai.APIConnectionError, httpx.HTTPError, OSError)) or \
+        type(e).__module__.split(".")[0] in ("httpx", "httpcore", "httpx2", "httpcore2")
 
 
 class OpenAIBatches:
     """OpenAI's Files + Batch API (and the providers that serve the same endpoints)."""
 
     protocol = "openai"
+    last_ok: float | None = None
 
     def __init__(self, config: TeacherConfig) -> None:
         self._errors = _Errors(config)
@@ -91,11 +101,15 @@ class OpenAIBatches:
 
     async def _call(self, what: str, coro: Any) -> Any:
         try:
-            return await coro
+            result = await coro
+            self.last_ok = time.monotonic()
+            return result
         except openai.APIStatusError as e:
             raise self._errors.status_error(e.status_code, e.response.headers,
                                             e.body if e.body is not None else e.message, what) from None
-        except (openai.APIConnectionError, httpx.HTTPError) as e:
+        except Exception as e:
+            if not _transport(e):
+                raise
             raise self._errors.transport_error(e, what) from None
 
     async def upload(self, tag: str, lines: list[bytes]) -> str | None:
@@ -145,7 +159,9 @@ class OpenAIBatches:
             except openai.APIStatusError as e:
                 raise self._errors.status_error(e.status_code, e.response.headers, e.message,
                                                 "reading the batch results") from None
-            except (openai.APIConnectionError, httpx.HTTPError) as e:
+            except Exception as e:
+                if not _transport(e):
+                    raise
                 raise self._errors.transport_error(e, "reading the batch results") from None
             if chunk:
                 yield chunk
@@ -159,6 +175,7 @@ class AnthropicBatches:
 
     protocol = "anthropic"
     limits = anthropic_batch.LIMITS
+    last_ok: float | None = None
 
     def __init__(self, config: TeacherConfig) -> None:
         self._errors = _Errors(config)
@@ -184,6 +201,7 @@ class AnthropicBatches:
             except ValueError:
                 body = r.text[:500]
             raise self._errors.status_error(r.status_code, r.headers, body, what)
+        self.last_ok = time.monotonic()
         return r.json()
 
     async def upload(self, tag: str, lines: list[bytes]) -> str | None:

@@ -28,6 +28,7 @@ from .quota import QuotaGuard, utc_now
 from .store import Store
 from .store import batches as sb
 from .store.ledger import Overrun
+from .teacher import UNREACHABLE_KINDS
 from .wake import sleep_unless_woken
 from .workers import dead_after, heartbeat_interval, process_gone
 
@@ -96,6 +97,8 @@ class BatchRunner:
         self._stop_reason: RunOutcome | None = None
         self._wake = asyncio.Event()
         self._last_seen: tuple[Any, ...] = ()
+        self._failing_since: float | None = None
+        self._never_reached = False
         self.late = False        # a batch passed batch.deadline: submit no more, finish synchronously
 
     # --- public -------------------------------------------------------------------------
@@ -132,6 +135,11 @@ class BatchRunner:
         finally:
             beating.cancel()
             await self.client.aclose()
+        if self._never_reached:   # no request left this machine: what it recorded goes back to the queue
+            for row in await asyncio.to_thread(sb.open_batches, self.store, self.plan_key):
+                if row["run_id"] == self.run_id and row["provider_id"] is None and row["input_file_id"] is None:
+                    await asyncio.to_thread(sb.release, self.store, row["id"], "abandoned",
+                                            detail="never sent: the batch API was never reached")
         outcome = self._stop_reason or await self._finished()
         outcome.answered, outcome.failed = self.answered, self.line_failures
         return outcome
@@ -157,7 +165,7 @@ class BatchRunner:
         try:
             await step
         except RetryableError as e:
-            self._note(f"the batch API failed, trying again in {self.job.batch.poll_seconds:g} s: {e}")
+            self._api_failed(e)
         except FatalError as e:
             self.stop("fatal", str(e))
         except PermanentError as e:
@@ -165,6 +173,25 @@ class BatchRunner:
                       "pending again; fix the job file and rerun")
         except QuotaExceeded as e:
             self.stop("quota", str(e))
+
+    def _api_failed(self, e: RetryableError) -> None:
+        """A transient failure of the batch API: wait for the next round, unless the teacher was never
+        reached (a wrong base_url: stop at once, nothing was sent) or has answered nothing for
+        retry.outage_after seconds (down: stop, exit 4, to resume later)."""
+        last, now = self.client.last_ok, time.monotonic()
+        if self._failing_since is None or (last is not None and last > self._failing_since):
+            self._failing_since = now            # the first failure since the API last answered
+        silent = now - self._failing_since
+        outage_after = self.job.retry.outage_after
+        if last is None and e.kind in UNREACHABLE_KINDS:
+            self._never_reached = True
+            self.stop("unavailable", f"the teacher's batch API was never reached: {e}. Nothing was sent; check "
+                      "teacher.base_url and rerun")
+        elif outage_after is not None and silent > outage_after:
+            self.stop("unavailable", f"the teacher's batch API has failed for {silent:.0f} s: {e}; "
+                      "rerun later to resume (open batches stay open at the provider)")
+        else:
+            self._note(f"the batch API failed, trying again in {self.job.batch.poll_seconds:g} s: {e}")
 
     async def _look(self) -> None:
         for row in await asyncio.to_thread(sb.open_batches, self.store, self.plan_key):

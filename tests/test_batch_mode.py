@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, popen_cli, store_count
+from workerprocs import sim_process  # noqa: F401 (a fixture)
 
 FAST = {"poll_seconds": 0.05}
 
@@ -260,8 +261,12 @@ def test_a_batch_run_waiting_longer_than_dead_after_stays_live_for_the_others(si
     a = popen_cli("run", str(job), "--quiet")
     time.sleep(9.0)                                    # past dead_after (7 s with the default lease)
     b = popen_cli("run", str(job), "--quiet")
-    time.sleep(2.5)                                    # b has looked at the workers and the batches
-    assert store_count(job, "select count(*) from run where ended_at is null") == 2   # a: live, not crashed
+    deadline = time.monotonic() + 60
+    while store_count(job, "select count(*) from run") < 2:     # b has started its run ...
+        assert time.monotonic() < deadline and b.poll() is None
+        time.sleep(0.1)
+    time.sleep(1.5)                                              # ... and looked at the workers and batches
+    assert store_count(job, "select count(*) from run where id = 1 and ended_at is null") == 1   # a: live
     assert b.wait(120) == 0, b.communicate()
     assert a.wait(60) == 0, a.communicate()
     with sqlite3.connect(job.parent / "data" / "t.db") as c:
@@ -279,3 +284,32 @@ def test_params_anthropic_batches_cannot_take_are_refused_before_anything_is_sen
     assert r.returncode == 2, r.stdout + r.stderr
     assert "teacher.params" in r.stderr and "seed" in r.stderr and "Traceback" not in r.stderr
     assert sim.stats()["batches_created"] == {} and not (job.parent / "data" / "t.db").exists()
+
+
+def test_a_batch_api_never_reached_stops_at_once_with_exit_4(make_job, sim_factory) -> None:
+    import socket
+    sim = sim_factory()
+    with socket.socket() as s:                         # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    job = make_job(sim, n=5, teacher={"mode": "batch", "base_url": f"http://127.0.0.1:{port}/v1"}, batch=FAST)
+    t0 = time.monotonic()
+    r = cli("run", str(job), timeout=60)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "never reached" in r.stderr and "connection refused" in r.stderr and time.monotonic() - t0 < 30
+    assert store_count(job, "select count(*) from job where status = 'pending'") == 5
+
+
+def test_a_teacher_that_goes_down_mid_batch_stops_the_run_after_outage_after(sim_process, make_job) -> None:
+    sim = sim_process(batch_delay=30.0)
+    job = make_job(sim, n=10, teacher={"mode": "batch"}, batch=FAST, retry={"outage_after": 2.0})
+    p = popen_cli("run", str(job), "--quiet")
+    deadline = time.monotonic() + 60
+    while store_count(job, "select count(*) from batch where provider_id is not null") == 0:
+        assert time.monotonic() < deadline and p.poll() is None
+        time.sleep(0.1)
+    sim.close()                                        # the provider goes away with the batch open
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 4, out + err
+    assert "has failed for" in err and "open batches stay open" in err
+    assert store_count(job, "select count(*) from job where status = 'leased'") == 10   # still the batch's
