@@ -24,31 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
+from bench_ratelimit import start_sim  # the same simulator start-up (bench/ is on sys.path)
+from bench_ratelimit import stats as sim_stats
 
 PRICES = {"input_per_mtok": 0.15, "output_per_mtok": 0.60, "batch_factor": 0.5}
 BUDGET_USD = 1000.0          # never reached: it only makes the ledger record every request
-
-
-def start_sim(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    ready = Path(tempfile.mkdtemp()) / "url"
-    proc = subprocess.Popen([sys.executable, "-m", "harvester.cli", "sim", "--port", "0", "--ready-file", str(ready),
-                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not ready.exists() or not ready.read_text():
-        if time.monotonic() > deadline:
-            raise RuntimeError("simulator did not start")
-        time.sleep(0.05)
-    return proc, ready.read_text()
-
-
-def sim_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url.removesuffix("/v1") + "/sim/stats", timeout=10) as r:
-        return json.load(r)
 
 
 def cli_json(*args: str) -> dict[str, Any]:
