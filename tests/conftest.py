@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,21 @@ def popen_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
     full_env = {**os.environ, **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "harvester.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=full_env, cwd=REPO)
+
+
+@contextmanager
+def fresh_pg_database(server: str) -> Iterator[str]:
+    """A new database on the PostgreSQL `server` (a URL whose user may CREATE DATABASE), dropped after."""
+    import uuid
+
+    import sqlalchemy as sa
+    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as c:
+            c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

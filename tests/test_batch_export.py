@@ -10,13 +10,11 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from conftest import cli
+from conftest import cli, fresh_pg_database
 from test_vocabulary import _fits
 
 from harvester.results import Provenance
@@ -50,14 +48,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     server = os.environ.get("HARVESTER_TEST_PG_URL")
     if not server:
         pytest.skip("PostgreSQL: set HARVESTER_TEST_PG_URL")
-    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield sa.engine.make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with fresh_pg_database(server) as url:
+        yield url
 
 
 def test_the_store_counts_answers_by_channel(store_url: str) -> None:

@@ -12,14 +12,13 @@ import random
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import cli, popen_cli
+from conftest import cli, fresh_pg_database, popen_cli
 from workerprocs import sim_process, start_workers  # noqa: F401 (a fixture)
 
 from harvester import Harvester
@@ -39,14 +38,8 @@ pytestmark = pytest.mark.skipif(not PG_URL, reason="PostgreSQL tests need HARVES
 def pg_url() -> Iterator[str]:
     """A fresh database on the test server, dropped afterwards."""
     assert PG_URL is not None
-    name = f"harvester_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as c:
-        c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield sa.engine.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with fresh_pg_database(PG_URL) as url:
+        yield url
 
 
 def specs(tmp_path: Path, n: int) -> Any:
