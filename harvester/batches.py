@@ -123,7 +123,7 @@ class BatchRunner:
                 if self._stopping:
                     break
                 open_now = await asyncio.to_thread(sb.open_batches, self.store, self.plan_key)
-                self._report(open_now)
+                await self._report(open_now)
                 if self.late and not open_now:   # the batches past their deadline are read: the rest goes sync
                     return RunOutcome("deadline", answered=self.answered, failed=self.line_failures)
                 if self.detach and not await self._claimable():
@@ -346,10 +346,10 @@ class BatchRunner:
         return RunOutcome("incomplete",
                           f"{left} of {sum(counts.values())} jobs have no answer yet; rerun to finish them")
 
-    def _report(self, open_now: list[dict[str, Any]]) -> None:
+    async def _report(self, open_now: list[dict[str, Any]]) -> None:
         if self.on_progress is None:
             return
-        counts = self.store.count_states(self.plan_key, self.max_seq)
+        counts = await asyncio.to_thread(self.store.count_states, self.plan_key, self.max_seq)  # off the loop
         by_status: dict[str, int] = {}
         for r in open_now:
             by_status[r["provider_status"] or r["state"]] = by_status.get(r["provider_status"] or r["state"], 0) + 1
