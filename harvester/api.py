@@ -63,6 +63,7 @@ class RunResult:
     failed: int
     errors: dict[str, int]
     status: StoreStatus = field(default_factory=StoreStatus)
+    notes: list[str] = field(default_factory=list)   # said once each: e.g. a teacher that sent no logprobs
 
     @property
     def exit_code(self) -> int:
@@ -247,7 +248,7 @@ class Harvester:
                 store.set_meta(learned_key, json.dumps(snapshot["learned"]))   # not a rate cut by an outage
             self._crawler = None
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
-                         dict(outcome.errors), store.status(summary.plan_key))
+                         dict(outcome.errors), store.status(summary.plan_key), outcome.notes)
 
     async def _run_batches(self, plan_key: str, run_id: int, guard: QuotaGuard, max_seq: int | None, detach: bool,
                            on_progress: Callable[[BatchProgress], None] | None, handle_signals: bool) -> RunResult:
