@@ -17,7 +17,6 @@ import numpy as np
 
 from .providers.chat import Token
 
-
 _MAGIC = b"LP1"
 _HEADER = struct.Struct("<3sBII")    # magic, float width (4 or 8), tokens, alternatives
 

@@ -291,7 +291,8 @@ class Simulator:
                                "details.", "insufficient_quota")
         if isinstance(body.get("top_logprobs"), int) and body["top_logprobs"] > MAX_TOP_LOGPROBS:
             return self._error(400, f"Invalid 'top_logprobs': integer above maximum value. Expected a value <= "
-                               f"{MAX_TOP_LOGPROBS}, but got {body['top_logprobs']} instead.", "integer_above_max_value")
+                               f"{MAX_TOP_LOGPROBS}, but got {body['top_logprobs']} instead.",
+                               "integer_above_max_value")
         key = prompt_key(messages)
         headers = self._admit(now, p_tokens + (max_tokens or 0))
         if headers is None:

@@ -21,9 +21,11 @@ class SplitWriter:
     """One split's rows → `<split>.jsonl` and `parquet/<split>-NNNNN-of-MMMMM.parquet`."""
 
     def __init__(self, folder: Path, split: str, fmt: str, shard_rows: int, batch: int = 1000,
-                 keep: Sequence[str] = ()) -> None:
+                 keep: Sequence[str] = (), extra: Sequence[pa.Field] = ()) -> None:
         self.folder, self.split, self.shard_rows, self.batch = folder, split, shard_rows, batch
         self.schema = arrow_schema(fmt, keep)
+        for column in extra:   # the shaped answers' columns (harvester.export.shaped)
+            self.schema = self.schema.append(column)
         self.rows = 0
         self.jsonl = open(folder / f"{split}.jsonl", "w", encoding="utf-8")
         (folder / "parquet").mkdir(exist_ok=True)

@@ -76,3 +76,5 @@ more (spent until it resets: stop); `delay_patterns` find a retry delay written 
     # default, json_schema, is OpenAI's own interface, which vLLM, SGLang, Ollama and LiteLLM also serve.
     structured_output: StructuredOutput = "json_schema"
     max_top_logprobs: int | None = None     # the most top_logprobs it returns; 0: no logprobs; None: unknown
+    # model-name prefix -> the tokenizer its logprobs' tokens come from (named in the dataset card)
+    tokenizers: dict[str, str] = field(default_factory=dict)
