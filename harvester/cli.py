@@ -234,6 +234,8 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         missing_field_rate: float = typer.Option(0.0, help="with a response schema: share missing a required field"),
         truncated_json_rate: float = typer.Option(0.0, help="with a response schema: share cut off mid-object "
                                                   "(finish_reason length)"),
+        no_logprobs: bool = typer.Option(False, "--no-logprobs", help="send no logprobs even when asked (as a "
+                                         "server that ignores the parameter)"),
         log: Path | None = typer.Option(None, help="JSONL log of every request received"),
         batch_delay: float = typer.Option(0.0, help="batch APIs: seconds from a batch's creation to its end (its "
                                           "lines finish evenly over it)"),
@@ -270,6 +272,7 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                         quota_exhausted=quota_exhausted, reasoning=reasoning, refusal_rate=refusal_rate,
                         empty_rate=empty_rate, seed=seed, invalid_json_rate=invalid_json_rate,
                         missing_field_rate=missing_field_rate, truncated_json_rate=truncated_json_rate,
+                        logprobs=not no_logprobs,
                         log_path=str(log) if log else None, batch_delay=batch_delay,
                         batch_error_rate=batch_error_rate, batch_invalid_rate=batch_invalid_rate,
                         batch_expire_after=batch_expire_after, batch_enqueued_tokens=batch_enqueued_tokens,

@@ -127,6 +127,7 @@ class SimConfig:
     invalid_json_rate: float = 0.0    # prose around the object: not JSON
     missing_field_rate: float = 0.0   # the schema's first required field left out
     truncated_json_rate: float = 0.0  # cut off mid-object, finish_reason "length"
+    logprobs: bool = True             # answer logprobs when asked (False: as a server that ignores the parameter)
     # The batch APIs (harvester.sim_batches): OpenAI's Files + Batch API, Anthropic's Message Batches.
     batch_delay: float = 0.0          # seconds from a batch's creation to its end; its lines finish evenly over it
     batch_error_rate: float = 0.0     # share of batch lines failing transiently (500-like; may pass when sent again)

@@ -71,7 +71,7 @@ def shape_answer(cfg: SimConfig, body: dict[str, Any] | None, messages: list[dic
         if max_tokens is not None and count_tokens(text) > max_tokens:
             text, finish = "".join(_PIECE.findall(text)[:max_tokens]), "length"
         answer = dataclasses.replace(answer, text=text, completion_tokens=count_tokens(text), finish=finish)
-    if body.get("logprobs") is True and answer.text is not None:
+    if cfg.logprobs and body.get("logprobs") is True and answer.text is not None:
         k = int(body.get("top_logprobs") or 0)
         answer = dataclasses.replace(answer, logprobs=logprobs_for(answer.text, k, f"{key}:{nth}:{cfg.seed}"))
     return answer
