@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,20 @@ def pack(tokens: list[Token]) -> bytes:
     return _HEADER.pack(_MAGIC, 4 if narrow else 8, len(tokens), len(alts)) + zlib.compress(body, 6)
 
 
-def unpack(blob: bytes) -> list[Token]:
-    """The tokens a blob holds, exactly as packed."""
+@dataclass(frozen=True, slots=True)
+class Arrays:
+    """A blob's contents as arrays: per token its alternatives' count and its logprob; the alternatives'
+    logprobs; the UTF-8 lengths of every text (the tokens', then the alternatives'), and those texts joined."""
+
+    counts: np.ndarray[Any, Any]
+    chosen: np.ndarray[Any, Any]      # float64
+    alts: np.ndarray[Any, Any]        # float64
+    lengths: np.ndarray[Any, Any]
+    texts: bytes
+
+
+def arrays(blob: bytes) -> Arrays:
+    """A blob unpacked into arrays, without a Python object per token (the export builds its column from them)."""
     magic, width, n, m = _HEADER.unpack_from(blob)
     if magic != _MAGIC:
         raise ValueError("not a harvester logprobs blob")
@@ -52,13 +65,20 @@ def unpack(blob: bytes) -> list[Token]:
         at += arr.nbytes
         return arr
 
-    counts = take("<u4", n).tolist()
-    chosen = take(floats, n).astype("<f8").tolist()
-    alts = take(floats, m).astype("<f8").tolist()
-    lengths = take("<u4", n + m).tolist()
+    counts, chosen, alts = take("<u4", n), take(floats, n).astype("<f8"), take(floats, m).astype("<f8")
+    lengths = take("<u4", n + m)
+    return Arrays(counts, chosen, alts, lengths, body[at:])
+
+
+def unpack(blob: bytes) -> list[Token]:
+    """The tokens a blob holds, exactly as packed."""
+    a = arrays(blob)
+    n = len(a.counts)
+    counts, chosen, alts = a.counts.tolist(), a.chosen.tolist(), a.alts.tolist()
     texts = []
-    for size in lengths:
-        texts.append(body[at:at + size].decode("utf-8", "surrogatepass"))
+    at = 0
+    for size in a.lengths.tolist():
+        texts.append(a.texts[at:at + size].decode("utf-8", "surrogatepass"))
         at += size
     out: list[Token] = []
     alt_at = 0
@@ -67,12 +87,6 @@ def unpack(blob: bytes) -> list[Token]:
         out.append((texts[i], chosen[i], list(zip(texts[n + alt_at:n + alt_at + k], alts[alt_at:alt_at + k]))))
         alt_at += k
     return out
-
-
-def as_rows(tokens: list[Token]) -> list[dict[str, Any]]:
-    """The export's column value: [{token, logprob, top: [{token, logprob}]}], one item per answer token."""
-    return [{"token": t, "logprob": lp, "top": [{"token": a, "logprob": alp} for a, alp in top]}
-            for t, lp, top in tokens]
 
 
 def wanted(params: dict[str, Any]) -> int | None:

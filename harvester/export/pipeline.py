@@ -373,7 +373,7 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
                 rejects: _Rejects | None = None) -> None:
     to_row, keep, promoted = FORMATS[fmt], settings.keep, promoted or set()
     shaped = shaped or ShapedColumns()
-    extra_fields = shaped.fields()
+    extra_fields, builders = shaped.fields(), shaped.builders()
     writers: dict[str, SplitWriter] = {}
     try:
         for r in records:
@@ -387,7 +387,7 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
             writer = writers.get(split)
             if writer is None:
                 writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows, keep=keep,
-                                                      extra=extra_fields)
+                                                      extra=extra_fields, builders=builders)
             if r.reasoning:
                 report.reasoning_rows += 1
             if any(m["role"] == "assistant" for m in r.messages):
@@ -400,7 +400,8 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
             report.prompt_tokens += r.prompt_tokens or 0
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset
-            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep, extra=extra_fields)
+            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep, extra=extra_fields,
+                                           builders=builders)
     finally:
         for w in writers.values():
             w.close()
