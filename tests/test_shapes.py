@@ -69,7 +69,8 @@ def test_each_provider_is_asked_the_way_it_takes_a_schema() -> None:
                                                               "json_schema": {"name": "Label", "schema": LABEL}}
     messages, params = shaped_request(user, {}, shape, "json_object")
     assert params["response_format"] == {"type": "json_object"}
-    assert messages[0]["role"] == "system" and "JSON" in messages[0]["content"] and '"required"' in messages[0]["content"]
+    assert messages[0]["role"] == "system"
+    assert "JSON" in messages[0]["content"] and '"required"' in messages[0]["content"]
     system = [{"role": "system", "content": "You rate films."}, *user]
     messages, params = shaped_request(system, {"response_format": {"type": "json_object"}}, shape, "prompt")
     assert "response_format" not in params and len(messages) == 2
