@@ -18,6 +18,8 @@ import jsonschema
 from .hashing import canonical_json
 from .providers.base import StructuredOutput
 
+FROM_PARAMS = "teacher.params.response_format"   # the source of a shape the job file's params give
+
 # What a shaped answer can be that makes it no answer: it does not parse, does not validate, or was cut off
 INVALID_KINDS = ("invalid_json", "invalid_schema", "truncated_json")
 
@@ -73,12 +75,12 @@ def from_response_format(value: Any) -> Shape | None:
     if not isinstance(value, dict):
         return None
     if value.get("type") == "json_object":
-        return Shape("json_object", {"type": "object"}, "teacher.params.response_format")
+        return Shape("json_object", {"type": "object"}, FROM_PARAMS)
     spec = value.get("json_schema")
     if value.get("type") == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
         strict = spec.get("strict")
         return Shape(schema_name(str(spec.get("name") or "answer")), spec["schema"],
-                     "teacher.params.response_format", strict if isinstance(strict, bool) else None)
+                     FROM_PARAMS, strict if isinstance(strict, bool) else None)
     return None
 
 
@@ -93,15 +95,18 @@ def shaped_request(messages: list[dict[str, Any]], params: dict[str, Any], shape
                    mode: StructuredOutput) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The messages and params that ask `mode`'s provider for `shape`: `response_format` json_schema where
     it takes one; else json_object (or nothing) and the schema in a system message (appended to the
-    first one, if the prompt has one). What is sent is what is stored: the dataset shows the prompt asked."""
+    first one, if the prompt has one). What is sent is what is stored: the dataset shows the prompt asked.
+    Either way the schema is in what is sent, so in the job's id (which leaves `request["shape"]` out)."""
     params = dict(params)
+    own = shape.source == FROM_PARAMS
+    if own and (mode == "json_schema" or params.get("response_format", {}).get("type") == "json_object"):
+        return messages, params   # the job file's own response_format, sent as-is (as before it was enforced)
     if mode == "json_schema":
-        if shape.source != "teacher.params.response_format" or "response_format" not in params:
-            spec: dict[str, Any] = {"name": shape.name, "schema": shape.schema}
-            if shape.strict is not None:
-                spec["strict"] = shape.strict
-            params["response_format"] = {"type": "json_schema", "json_schema": spec}
-        return messages, params   # the job file's own response_format: sent as-is
+        spec: dict[str, Any] = {"name": shape.name, "schema": shape.schema}
+        if shape.strict is not None:
+            spec["strict"] = shape.strict
+        params["response_format"] = {"type": "json_schema", "json_schema": spec}
+        return messages, params
     if mode == "json_object":
         params["response_format"] = {"type": "json_object"}
     else:

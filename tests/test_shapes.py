@@ -19,6 +19,7 @@ from conftest import cli
 
 from harvester.config import job_from_dict
 from harvester.errors import ConfigError
+from harvester.hashing import content_hash
 from harvester.logprobs import pack, unpack
 from harvester.prompts import plan
 from harvester.providers.chat import read_logprobs
@@ -89,6 +90,11 @@ def test_the_schema_is_part_of_the_jobs_identity(tmp_path: Path) -> None:
     plain, a, b = ids(), ids(response_schema="a.json"), ids(response_schema="b.json")
     assert len({plain[0], a[0], b[0]}) == 3
     assert ids(response_schema="a.json") == a                                   # stable
+    # a job file that sent its own response_format before it was enforced keeps its job ids
+    rf = {"type": "json_schema", "json_schema": {"name": "Label", "schema": LABEL}}
+    before = content_hash({"model": "m", "messages": [{"role": "user", "content": "a"}],
+                           "params": {"response_format": rf}, "sample": 0})
+    assert ids(params={"response_format": rf}) == [before]
 
 
 def test_bad_schemas_are_named_with_their_field_and_fix(tmp_path: Path) -> None:

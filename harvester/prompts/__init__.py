@@ -48,9 +48,11 @@ def plan(job: Job, counts: list[int] | None = None) -> Iterator[JobSpec]:
             prompt_key = content_hash(prompt.messages)
             for sample in range(prompt_set.samples):
                 request: dict[str, Any] = {"model": job.teacher.model, "messages": messages, "params": params}
+                # hashed before the shape joins it: the schema is in what is sent (params or messages), and a
+                # job file whose response_format was sent before it was enforced keeps its job ids
+                job_id = content_hash({**request, "sample": sample})
                 if shape is not None:
                     request["shape"] = shape.stored()
-                job_id = content_hash({**request, "sample": sample})
                 yield JobSpec(job_id, prompt_key, seq, sample, request, prompt.source, prompt.metadata)
                 seq += 1
 
