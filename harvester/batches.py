@@ -27,6 +27,7 @@ from .providers import anthropic_batch
 from .providers.batch import BatchState, LineResult
 from .quota import QuotaGuard, utc_now
 from .shape import Invalid, check_answer
+from .shape_load import model_checks
 from .store import Store
 from .store import batches as sb
 from .store.ledger import Overrun
@@ -91,6 +92,7 @@ class BatchRunner:
         self.factor = batch_factor(job)
         self.max_requests = min(job.batch.max_requests or client.limits.max_requests, client.limits.max_requests)
         self.max_tokens = job.teacher.max_tokens or 4096
+        self.models = model_checks(job)      # Pydantic response models validate answers too
         self.answered = self.line_failures = self.submitted = self.collected = 0
         self.usd = 0.0
         self.notes: list[str] = []
@@ -321,7 +323,7 @@ class BatchRunner:
         if line.fate == "answered" and line.answer is not None:
             a = line.answer
             usd = self.guard.cost(a.prompt_tokens or 0, a.completion_tokens or 0) * self.factor if self.guard else 0.0
-            bad = check_answer(shape, a.content, a.finish_reason) if shape is not None else None
+            bad = check_answer(shape, a.content, a.finish_reason, self.models) if shape is not None else None
             if isinstance(bad, Invalid):   # paid, counted as an attempt; a later batch asks again, within the bound
                 return sb.LineOutcome(line.custom_id, error_kind=bad.kind, message=bad.message, retry=True,
                                       permanent=True, max_attempts=1 + self.job.retry.invalid_answers,

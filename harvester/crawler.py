@@ -35,6 +35,7 @@ from .outage import OutageWatch, RejectionWatch
 from .providers import CANCELLED, UNKNOWN_ERROR
 from .ratelimit import Permit, RateLimiter
 from .shape import Invalid, check_answer
+from .shape_load import model_checks
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
@@ -135,6 +136,7 @@ class Crawler:
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.without_logprobs = 0            # answers to a request for logprobs that carried none
+        self.models = model_checks(job)      # Pydantic response models validate answers too
         self.outage = OutageWatch(job.retry.outage_after)
         self.rejections = RejectionWatch(0, 0)  # armed in run(), with the number of jobs it may send
         self.started = time.monotonic()
@@ -342,8 +344,8 @@ class Crawler:
             self.prompt_tokens += reply.prompt_tokens or 0
             self.completion_tokens += reply.completion_tokens or 0
             # paid and settled like any answer; recorded as an attempt of its kind when not of its schema
-            verdict = check_answer(request["shape"], reply.content, reply.finish_reason) if "shape" in request \
-                else None
+            verdict = check_answer(request["shape"], reply.content, reply.finish_reason, self.models) \
+                if "shape" in request else None
             bad = verdict if isinstance(verdict, Invalid) else None
             self._record_attempt(job_id, started, reply.status, bad.kind if bad else None, None, slot.permit, reply)
             if bad is not None:

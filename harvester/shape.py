@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -118,9 +119,14 @@ def shaped_request(messages: list[dict[str, Any]], params: dict[str, Any], shape
     return [{"role": "system", "content": words}, *messages], params
 
 
-def check_answer(shape: Shape | dict[str, Any], content: str, finish_reason: str | None) -> Any:
+ModelCheck = Callable[[str], "str | None"]   # a Pydantic model's own validation of the text: what is wrong
+
+
+def check_answer(shape: Shape | dict[str, Any], content: str, finish_reason: str | None,
+                 models: Mapping[str, ModelCheck] | None = None) -> Any:
     """The parsed answer, or an `Invalid` saying what is wrong: cut off by max_tokens, not JSON, or not of
-    the schema (the first few violations, each with its place in the object)."""
+    the schema (the first few violations, each with its place in the object). A shape from a Pydantic
+    model is also validated by the model itself (`models`, by source: its own validators count too)."""
     schema = shape.schema if isinstance(shape, Shape) else shape["schema"]
     if finish_reason == "length":
         return Invalid("truncated_json", "the answer was cut off by max_tokens (finish_reason: length): raise "
@@ -136,6 +142,11 @@ def check_answer(shape: Shape | dict[str, Any], content: str, finish_reason: str
         said = "; ".join(f"{_path(e.absolute_path) or 'the answer'}: {e.message}" for e in errors[:3])
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return Invalid("invalid_schema", f"the answer does not match the schema: {said}{more}")
+    source = shape.source if isinstance(shape, Shape) else shape.get("source", "")
+    model = models.get(source) if models else None
+    problem = model(content) if model is not None else None
+    if problem:
+        return Invalid("invalid_schema", f"the answer does not validate as {source}: {problem}")
     return parsed
 
 

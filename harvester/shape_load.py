@@ -16,7 +16,7 @@ from . import providers
 from .errors import ConfigError
 from .logprobs import wanted
 from .providers.base import StructuredOutput
-from .shape import Shape, check_schema, from_response_format, schema_name
+from .shape import ModelCheck, Shape, check_schema, from_response_format, schema_name
 
 if TYPE_CHECKING:
     from .config import Job
@@ -46,6 +46,18 @@ def load_shape(spec: str, base: Path, field: str) -> Shape:
 
 
 def _from_model(spec: str, base: Path, field: str) -> Shape:
+    schema_of = getattr(_model(spec, base, field), "model_json_schema", None)
+    if not callable(schema_of):
+        raise ConfigError(f"{field}: {spec} is not a Pydantic model (no model_json_schema())")
+    schema = schema_of()
+    problem = check_schema(schema)
+    if problem:
+        raise ConfigError(f"{field}: {spec}: {problem}")
+    return Shape(schema_name(spec.partition(":")[2].split(".")[-1]), schema, spec)
+
+
+def _model(spec: str, base: Path, field: str) -> Any:
+    """The object `module:Class` names, imported from `base` (the job file's folder) or the Python path."""
     module_name, _, attr = spec.partition(":")
     added = str(base) not in sys.path
     if added:   # a model beside the job file imports as it would from there
@@ -62,14 +74,28 @@ def _from_model(spec: str, base: Path, field: str) -> Shape:
     finally:
         if added:
             sys.path.remove(str(base))
-    schema_of = getattr(obj, "model_json_schema", None)
-    if not callable(schema_of):
-        raise ConfigError(f"{field}: {spec} is not a Pydantic model (no model_json_schema())")
-    schema = schema_of()
-    problem = check_schema(schema)
-    if problem:
-        raise ConfigError(f"{field}: {spec}: {problem}")
-    return Shape(schema_name(attr.split(".")[-1]), schema, spec)
+    return obj
+
+
+def model_checks(job: Job) -> dict[str, ModelCheck]:
+    """The job's Pydantic response models' own validation (model_validate_json), by their `module:Class`:
+    what a JSON Schema cannot say (a validator's rule) is checked on every answer too."""
+    base = job._base or Path.cwd()
+    specs = {s for s in [job.teacher.response_schema, *(ps.response_schema for ps in job.prompts)] if s}
+    checks: dict[str, ModelCheck] = {}
+    for spec in specs:
+        if not _MODEL.match(spec) or (base / spec).exists():
+            continue
+        validate = _model(spec, base, "response_schema").model_validate_json
+
+        def check(text: str, validate: Any = validate) -> str | None:
+            try:
+                validate(text)
+            except ValueError as e:   # pydantic's ValidationError is a ValueError
+                return " ".join(str(e).split())[:300]
+            return None
+        checks[spec] = check
+    return checks
 
 
 def shapes_for(job: Job) -> list[Shape | None]:

@@ -253,3 +253,22 @@ def test_batch_results_that_are_invalid_go_again_within_the_bound(sim_factory, m
     assert bad > 0 and most <= 3 and states.get("done", 0) + states.get("failed", 0) == 30
     for text in contents:
         jsonschema.validate(json.loads(text), LABEL)
+
+
+def test_a_pydantic_models_own_validators_check_every_answer(sim_factory, make_job) -> None:
+    sim = sim_factory()
+    job = make_job(sim, n=16, teacher={"response_schema": "shapes:Verdict"})
+    (job.parent / "shapes.py").write_text(
+        "from pydantic import BaseModel, field_validator\n\n"
+        "class Verdict(BaseModel):\n    verdict: bool\n    reason: str\n\n"
+        "    @field_validator('reason')\n    @classmethod\n    def no_rivers(cls, v: str) -> str:\n"
+        "        if 'river' in v:\n            raise ValueError('no rivers, please')\n        return v\n")
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with db(job) as c:
+        refused = c.execute("select count(*) from attempt where error_kind = 'invalid_schema'").fetchone()[0]
+        contents = [x for (x,) in c.execute("select content from response")]
+        errors = [x for (x,) in c.execute("select last_error from job where status = 'failed'")]
+    assert refused > 0 and contents                          # JSON Schema alone would have taken them
+    assert all("river" not in json.loads(x)["reason"] for x in contents)
+    assert all("does not validate as shapes:Verdict" in e and "no rivers" in e for e in errors)
