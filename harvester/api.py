@@ -365,6 +365,10 @@ class Harvester:
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
         shapes = list({json.dumps(s.stored(), sort_keys=True): s for s in shapes_for(self.job) if s}.values())
+        if shapes and "on" not in cfg.dedup.model_fields_set:
+            # labels and extractions repeat across prompts ({"label": "pos"}): as answers alone they would be
+            # near-duplicates of each other, so shaped answers compare with their prompts unless told otherwise
+            cfg = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"on": "prompt+answer"})})
         shaped = ShapedColumns(shapes, logprobs=wanted(self.job.teacher.params) is not None,
                                tokenizer=providers.tokenizer_for(self.job.teacher.model))
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,

@@ -272,3 +272,17 @@ def test_a_pydantic_models_own_validators_check_every_answer(sim_factory, make_j
     assert refused > 0 and contents                          # JSON Schema alone would have taken them
     assert all("river" not in json.loads(x)["reason"] for x in contents)
     assert all("does not validate as shapes:Verdict" in e and "no rivers" in e for e in errors)
+
+
+def test_labels_that_repeat_across_prompts_are_not_removed_as_duplicates(sim_factory, make_job) -> None:
+    sim = sim_factory()
+    job = make_job(sim, n=20)
+    (job.parent / "label.json").write_text(json.dumps({"type": "object", "required": ["label"],
+                                                       "properties": {"label": {"enum": ["pos", "neg"]}}}))
+    data = yaml.safe_load(job.read_text())
+    data["teacher"]["response_schema"] = "label.json"
+    job.write_text(yaml.safe_dump(data))
+    assert cli("run", str(job)).returncode == 0
+    assert cli("export", str(job)).returncode == 0
+    rows = (job.parent / "data" / "t" / "train.jsonl").read_text().splitlines()
+    assert len(rows) == 20 and len({json.loads(r)["messages"][-1]["content"] for r in rows}) == 2
