@@ -41,10 +41,6 @@ class Shape:
             out["strict"] = self.strict
         return out
 
-    @classmethod
-    def from_stored(cls, data: dict[str, Any]) -> Shape:
-        return cls(data["name"], data["schema"], data.get("source", ""), data.get("strict"))
-
 
 @dataclass(frozen=True, slots=True)
 class Invalid:
