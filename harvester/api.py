@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, plans, reasons
+from . import __version__, plans, providers, reasons
 from .batch_client import client_for
 from .batches import BatchProgress, BatchRunner, batch_factor, check_batch_config, protocol_for
 from .config import Job, load_job
@@ -29,10 +29,12 @@ from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
+from .logprobs import wanted
 from .prompts import plan
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
 from .results import EarlierPlans, Estimate, Provenance, QuotaReport, Status, StoreStatus
+from .shape_load import shapes_for
 from .store import Store, ledger, sqlite_path
 from .teacher import Teacher
 from .terms import check_terms
@@ -63,6 +65,7 @@ class RunResult:
     failed: int
     errors: dict[str, int]
     status: StoreStatus = field(default_factory=StoreStatus)
+    notes: list[str] = field(default_factory=list)   # said once each: e.g. a teacher that sent no logprobs
 
     @property
     def exit_code(self) -> int:
@@ -247,7 +250,7 @@ class Harvester:
                 store.set_meta(learned_key, json.dumps(snapshot["learned"]))   # not a rate cut by an outage
             self._crawler = None
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
-                         dict(outcome.errors), store.status(summary.plan_key))
+                         dict(outcome.errors), store.status(summary.plan_key), outcome.notes)
 
     async def _run_batches(self, plan_key: str, run_id: int, guard: QuotaGuard, max_seq: int | None, detach: bool,
                            on_progress: Callable[[BatchProgress], None] | None, handle_signals: bool) -> RunResult:
@@ -343,6 +346,7 @@ class Harvester:
 
         from .export.card import public_provenance, render_card
         from .export.pipeline import run_export
+        from .export.shaped import ShapedColumns
         from .export.source import StoreSource
 
         cfg = self.job.export if workers is None else self.job.export.model_copy(update={"workers": workers})
@@ -360,9 +364,16 @@ class Harvester:
                                report=report.as_dict(), version=__version__)
 
         source = StoreSource(store.url, plan_key, cfg.samples, store)
+        shapes = list({json.dumps(s.stored(), sort_keys=True): s for s in shapes_for(self.job) if s}.values())
+        if shapes and "on" not in cfg.dedup.model_fields_set:
+            # labels and extractions repeat across prompts ({"label": "pos"}): as answers alone they would be
+            # near-duplicates of each other, so shaped answers compare with their prompts unless told otherwise
+            cfg = cfg.model_copy(update={"dedup": cfg.dedup.model_copy(update={"on": "prompt+answer"})})
+        shaped = ShapedColumns(shapes, logprobs=wanted(self.job.teacher.params) is not None,
+                               tokenizer=providers.tokenizer_for(self.job.teacher.model))
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
                                       protected=self._protected_paths(),
-                                      provenance=public_provenance(self.provenance()))
+                                      provenance=public_provenance(self.provenance()), shaped=shaped)
         return datasets.load_from_disk(str(target / "hf"))
 
     def _protected_paths(self) -> list[tuple[str, Path]]:

@@ -22,9 +22,12 @@ from .batch_client import BatchClient
 from .config import Job
 from .crawler import RunOutcome, input_token_bound
 from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError
+from .logprobs import pack
 from .providers import anthropic_batch
 from .providers.batch import BatchState, LineResult
 from .quota import QuotaGuard, utc_now
+from .shape import Invalid, check_answer
+from .shape_load import model_checks
 from .store import Store
 from .store import batches as sb
 from .store.ledger import Overrun
@@ -89,6 +92,7 @@ class BatchRunner:
         self.factor = batch_factor(job)
         self.max_requests = min(job.batch.max_requests or client.limits.max_requests, client.limits.max_requests)
         self.max_tokens = job.teacher.max_tokens or 4096
+        self.models = model_checks(job)      # Pydantic response models validate answers too
         self.answered = self.line_failures = self.submitted = self.collected = 0
         self.usd = 0.0
         self.notes: list[str] = []
@@ -282,8 +286,10 @@ class BatchRunner:
         """Read an ended batch's results into the store, then close it (lines it did not answer: pending)."""
         await asyncio.to_thread(sb.update, self.store, row["id"], state="ended", ended_at=time.time())
         fatal: LineResult | None = None
+        shapes = {job_id: request["shape"] for job_id, request in
+                  await asyncio.to_thread(sb.lines_of, self.store, row["id"]) if "shape" in request}
         async for chunk in self.client.results(state):
-            outcomes = [self._outcome(line, state) for line in chunk]
+            outcomes = [self._outcome(line, state, shapes.get(line.custom_id)) for line in chunk]
             fatal = fatal or next((line for line in chunk if line.fate == "fatal"), None)
             answered, other = await asyncio.to_thread(sb.record_lines, self.store, row["id"], self.run_id, outcomes)
             self.answered += answered
@@ -312,15 +318,21 @@ class BatchRunner:
         usd = self.guard.cost(worst_in, self.max_tokens) * self.factor if self.guard else 0.0
         return sb.LineCost(worst_in, self.max_tokens, usd)
 
-    def _outcome(self, line: LineResult, state: BatchState) -> sb.LineOutcome:
+    def _outcome(self, line: LineResult, state: BatchState, shape: dict[str, Any] | None = None) -> sb.LineOutcome:
         retry = self.job.retry.max_attempts
         if line.fate == "answered" and line.answer is not None:
             a = line.answer
             usd = self.guard.cost(a.prompt_tokens or 0, a.completion_tokens or 0) * self.factor if self.guard else 0.0
+            bad = check_answer(shape, a.content, a.finish_reason, self.models) if shape is not None else None
+            if isinstance(bad, Invalid):   # paid, counted as an attempt; a later batch asks again, within the bound
+                return sb.LineOutcome(line.custom_id, error_kind=bad.kind, message=bad.message, retry=True,
+                                      permanent=True, max_attempts=1 + self.job.retry.invalid_answers,
+                                      prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, usd=usd)
             return sb.LineOutcome(line.custom_id, answer={
                 "model": a.model, "content": a.content, "finish_reason": a.finish_reason, "reasoning": a.reasoning,
                 "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "latency": 0.0,
-                "raw": {**a.meta, "batch": state.id}}, prompt_tokens=a.prompt_tokens,
+                "raw": {**a.meta, "batch": state.id},
+                "logprobs": pack(a.logprobs) if a.logprobs is not None else None}, prompt_tokens=a.prompt_tokens,
                 completion_tokens=a.completion_tokens, usd=usd)
         message = f"{line.kind}: {line.detail}" if line.detail else line.kind
         if line.fate in ("expired", "cancelled"):   # never ran: no attempt, no charge; a later batch sends it

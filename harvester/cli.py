@@ -137,6 +137,8 @@ def run(job: Path = JobArg,
         if result.errors:
             out.print("errors by class: " + ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items())),
                       highlight=False)
+        for note in result.notes:
+            err.print(f"warning: {note}", highlight=False, markup=False)
         if result.message:
             # a server's words may hold brackets that rich would read as markup (or fail on)
             (err if result.exit_code else out).print(result.message, highlight=False, markup=False)
@@ -227,6 +229,13 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
         refusal_rate: float = typer.Option(0.0, help="share of answers that are a refusal (the export's filters "
                                            "drop them)"),
         empty_rate: float = typer.Option(0.0, help="share of answers that are empty"),
+        invalid_json_rate: float = typer.Option(0.0, help="with a response schema: share of answers that are not "
+                                                "JSON (prose around the object)"),
+        missing_field_rate: float = typer.Option(0.0, help="with a response schema: share missing a required field"),
+        truncated_json_rate: float = typer.Option(0.0, help="with a response schema: share cut off mid-object "
+                                                  "(finish_reason length)"),
+        no_logprobs: bool = typer.Option(False, "--no-logprobs", help="send no logprobs even when asked (as a "
+                                         "server that ignores the parameter)"),
         log: Path | None = typer.Option(None, help="JSONL log of every request received"),
         batch_delay: float = typer.Option(0.0, help="batch APIs: seconds from a batch's creation to its end (its "
                                           "lines finish evenly over it)"),
@@ -261,7 +270,9 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                         error_rate=error_rate, drop_rate=drop_rate, garbage_rate=garbage_rate,
                         slow_rate=slow_rate, slow_seconds=slow_seconds, api_key=key,
                         quota_exhausted=quota_exhausted, reasoning=reasoning, refusal_rate=refusal_rate,
-                        empty_rate=empty_rate, seed=seed,
+                        empty_rate=empty_rate, seed=seed, invalid_json_rate=invalid_json_rate,
+                        missing_field_rate=missing_field_rate, truncated_json_rate=truncated_json_rate,
+                        logprobs=not no_logprobs,
                         log_path=str(log) if log else None, batch_delay=batch_delay,
                         batch_error_rate=batch_error_rate, batch_invalid_rate=batch_invalid_rate,
                         batch_expire_after=batch_expire_after, batch_enqueued_tokens=batch_enqueued_tokens,

@@ -107,6 +107,9 @@ class Teacher(_Model):
     mode: Literal["sync", "batch"] = Field("sync", description="batch: through the provider's batch API, at its "
                                            "batch price, answers within its window (24 h)")
     terms: Terms | None = None
+    response_schema: str | None = Field(None, description="every answer's shape: a JSON Schema file (relative to "
+                                        "the job file) or a Pydantic model as module:Class; sent as the "
+                                        "provider takes it, and every answer validated")
     _job_file: str | None = PrivateAttr(None)   # named in the error about a missing key
 
     @field_validator("base_url")
@@ -138,6 +141,21 @@ class Teacher(_Model):
         for key, (ok, what) in _PARAM_CHECKS.items():
             if key in v and v[key] is not None and not ok(v[key]):
                 raise _SubfieldError(key, f"must be {what}, not {v[key]!r}")
+        if v.get("top_logprobs") is not None and v.get("logprobs") is not True:
+            raise _SubfieldError("top_logprobs", "needs logprobs: true beside it (OpenAI refuses top_logprobs alone)")
+        if "response_format" in v:
+            from .shape import check_schema, from_response_format  # here: config is read before the rest
+
+            rf = v["response_format"]
+            spec = rf.get("json_schema") if isinstance(rf, dict) else None
+            if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema") or (
+                    rf.get("type") == "json_schema" and from_response_format(rf) is None):
+                raise _SubfieldError("response_format", "must be OpenAI's shape: {type: json_schema, json_schema: "
+                                     "{name: ..., schema: {...}}}, {type: json_object} or {type: text}; or give "
+                                     "teacher.response_schema: a JSON Schema file or a Pydantic module:Class")
+            problem = check_schema(spec["schema"]) if isinstance(spec, dict) else None
+            if problem:
+                raise _SubfieldError("response_format", f"json_schema.schema: {problem}")
         if v.get("n", 1) != 1:
             raise _SubfieldError("n", "must be 1: ask for more answers per prompt with prompts[].samples, "
                                  "so that each answer is a job of its own, paid for and kept on its own")
@@ -167,12 +185,16 @@ class PromptSet(_Model):
     path: Path
     samples: int = Field(1, ge=1, le=1000, description="answers wanted per prompt")
     format: Literal[("auto", *FORMATS)] = "auto"  # type: ignore[valid-type]  # the formats are stated once
+    response_schema: str | None = Field(None, description="this set's answers' shape (as teacher.response_schema, "
+                                        "which it replaces for this set)")
 
 
 class Retry(_Model):
     max_attempts: int = Field(6, ge=1, le=100, description="tries per job per run")
     initial_wait: float = Field(0.5, ge=0, description="backoff scale: a retry waits up to initial × 2^n")
     max_wait: float = Field(60.0, ge=0)
+    invalid_answers: int = Field(2, ge=0, le=20, description="asks again for an answer that does not match its "
+                                 "response schema (each paid); then the job is failed with the error")
     outage_after: float | None = Field(
         300.0, gt=0, description="seconds without any answer, while many different prompts keep failing, after "
         "which the teacher counts as down: the run stops (exit 4) with those jobs still pending; null: never")
@@ -313,6 +335,7 @@ class Job(_Model):
     quota: Quota = Field(default_factory=Quota)
     batch: BatchSettings = Field(default_factory=BatchSettings)
     lease_seconds: float = Field(600.0, gt=0, description="a claimed job returns to the queue after this")
+    _base: Path | None = PrivateAttr(None)      # the job file's folder: where response schemas are found
 
     @model_validator(mode="after")
     def _defaults(self) -> Job:
@@ -325,6 +348,7 @@ class Job(_Model):
     def resolve_paths(self, base: Path) -> Job:
         """Make every relative path absolute against `base` (the job file's folder)."""
         base = base.resolve()
+        self._base = base
         for ps in self.prompts:
             ps.path = (base / ps.path).resolve()
         assert self.export.out is not None and self.store is not None

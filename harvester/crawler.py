@@ -20,11 +20,22 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from .config import Job
-from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
+from .errors import (
+    ConfigError,
+    FatalError,
+    InvalidAnswer,
+    PermanentError,
+    QuotaExceeded,
+    RetryableError,
+    TeacherError,
+)
 from .hashing import content_hash
+from .logprobs import pack, wanted
 from .outage import OutageWatch, RejectionWatch
 from .providers import CANCELLED, UNKNOWN_ERROR
 from .ratelimit import Permit, RateLimiter
+from .shape import Invalid, check_answer
+from .shape_load import model_checks
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
 from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
@@ -72,6 +83,7 @@ class RunOutcome:
     errors: Counter[str] = field(default_factory=Counter)
     quota: QuotaExceeded | None = None
     fatal: FatalError | None = None
+    notes: list[str] = field(default_factory=list)   # said once each, after the run (e.g. no logprobs came)
 
 
 def input_token_bound(messages: list[dict[str, Any]]) -> int:
@@ -123,6 +135,8 @@ class Crawler:
         self.max_seq = max_seq               # a trial (`run --limit N`): only the plan's jobs up to this seq
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
+        self.without_logprobs = 0            # answers to a request for logprobs that carried none
+        self.models = model_checks(job)      # Pydantic response models validate answers too
         self.outage = OutageWatch(job.retry.outage_after)
         self.rejections = RejectionWatch(0, 0)  # armed in run(), with the number of jobs it may send
         self.started = time.monotonic()
@@ -221,6 +235,10 @@ class Crawler:
         outcome = self._stop_reason or await self._finished()
         outcome.sent, outcome.answered, outcome.failed = self.sent, self.answered, self.failed
         outcome.errors = self.errors
+        if self.without_logprobs:
+            outcome.notes.append(f"{self.without_logprobs} answers came without logprobs although teacher.params asks "
+                                 f"for them: {self.job.teacher.base_url} may not return them for "
+                                 f"{self.job.teacher.model}")
         return outcome
 
     # --- one job ------------------------------------------------------------------------
@@ -232,8 +250,18 @@ class Crawler:
         # While the teacher looks down, a job does not give up: it backs off until the teacher answers
         # again or the run stops as "unavailable" with the job still pending (harvester.outage).
         give_up = stop_after_attempt(attempts)
+        transient = retry_if_exception_type(RetryableError)
+        invalid = 0   # answers not of the job's response schema, each paid: asked again retry.invalid_answers times
+
+        def again(state: RetryCallState) -> bool:
+            nonlocal invalid
+            e = state.outcome.exception() if state.outcome else None
+            if isinstance(e, InvalidAnswer):
+                invalid += 1
+                return invalid <= self.job.retry.invalid_answers
+            return transient(state)
         retrying = AsyncRetrying(stop=lambda state: give_up(state) and not self.outage.suspect(), wait=self._wait,
-                                 retry=retry_if_exception_type(RetryableError), reraise=True)
+                                 retry=again, reraise=True)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -271,9 +299,11 @@ class Crawler:
             return
         for job_id, error in self.rejections.answered():  # the teacher answers: those were the prompts' errors
             self._fail(job_id, error, permanent=True)
+        if reply.logprobs is None and wanted(request["params"]) is not None:
+            self.without_logprobs += 1
         self.writer.put(AnswerRow(claimed.id, self.run_id, reply.model, reply.content, reply.finish_reason,
                                   reply.prompt_tokens, reply.completion_tokens, reply.latency, reply.raw,
-                                  reply.reasoning))
+                                  reply.reasoning, pack(reply.logprobs) if reply.logprobs is not None else None))
         self.done += 1
         if reply.finish_reason == "length":
             self.truncated += 1
@@ -311,10 +341,17 @@ class Crawler:
             self.outage.answered()
             if reply.prompt_tokens is not None:
                 self.estimator.observe(est_in, reply.prompt_tokens)
-            self.answered += 1
             self.prompt_tokens += reply.prompt_tokens or 0
             self.completion_tokens += reply.completion_tokens or 0
-            self._record_attempt(job_id, started, reply.status, None, None, slot.permit, reply)
+            # paid and settled like any answer; recorded as an attempt of its kind when not of its schema
+            verdict = check_answer(request["shape"], reply.content, reply.finish_reason, self.models) \
+                if "shape" in request else None
+            bad = verdict if isinstance(verdict, Invalid) else None
+            self._record_attempt(job_id, started, reply.status, bad.kind if bad else None, None, slot.permit, reply)
+            if bad is not None:
+                self.errors[bad.kind] += 1
+                raise InvalidAnswer(bad.message, kind=bad.kind, feedback=reply.feedback, about_prompt=True)
+            self.answered += 1
             return reply
 
     @asynccontextmanager
@@ -404,6 +441,8 @@ class Crawler:
         spreads retries out instead of bunching them."""
         base = wait_random_exponential(multiplier=self.job.retry.initial_wait, max=self.job.retry.max_wait)(state)
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, InvalidAnswer):   # the teacher is fine: ask again at once
+            return 0.0
         retry_after = getattr(exc, "retry_after", None)
         return max(base, retry_after) if retry_after else base
 

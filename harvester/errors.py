@@ -10,6 +10,7 @@
     └── TeacherError                    what one request to the teacher came to
         ├── RetryableError              429, 408, 409, 5xx, timeouts, dropped connections, garbage bodies
         ├── PermanentError              400, 404, 413, 422: this prompt will never succeed as sent
+        │   └── InvalidAnswer           an answer not of its response schema: asked again up to retry.invalid_answers
         └── FatalError                  401, 403, billing/quota exhausted: stop the whole run (exit {fatal})
 
 Each class names its run reason (`reason`, harvester.reasons), and its `exit_code` is that reason's; the
@@ -103,11 +104,16 @@ class PermanentError(TeacherError):
     pass
 
 
+class InvalidAnswer(PermanentError):
+    """A 2xx answer that is not of its job's response schema (harvester.shape): it was paid for; it is asked
+    again up to `retry.invalid_answers` times, then the job is failed with what was wrong."""
+
+
 class FatalError(TeacherError):
     reason = "fatal"
 
 
 __all__ = [
     "HarvesterError", "ConfigError", "PromptSourceError", "StoreError", "TermsRefused",
-    "QuotaExceeded", "Interrupted", "TeacherError", "RetryableError", "PermanentError", "FatalError",
+    "QuotaExceeded", "Interrupted", "TeacherError", "RetryableError", "PermanentError", "InvalidAnswer", "FatalError",
 ]

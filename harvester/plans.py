@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import Job
-from .hashing import canonical_json
+from .hashing import canonical_json, content_hash
 from .prompts import plan
 from .results import EarlierPlans
+from .shape_load import shapes_for
 from .store.rows import JobSpec
 
 META_PREFIX = "plan:"
@@ -70,7 +71,9 @@ class PlanReader:
                 "prompts": [{"path": str(ps.path), "samples": ps.samples, "format": ps.format, "rows": n,
                              "content": c.hexdigest()[:16]}
                             for ps, n, c in zip(self.job.prompts, self.counts, self._content)],
-                "rows": self.rows, "jobs": jobs, "merged": max(0, self.rows - jobs), "planned_at": time.time()}
+                "rows": self.rows, "jobs": jobs, "merged": max(0, self.rows - jobs), "planned_at": time.time(),
+                "schemas": [None if s is None else f"{s.name} ({s.source}, {content_hash(s.schema, 8)})"
+                            for s in shapes_for(self.job)]}
 
 
 def encode(description: dict[str, Any]) -> str:
@@ -104,6 +107,12 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = op.get(name, _UNSET), np_.get(name, _UNSET)
         if a != b:
             out.append(f"{name} {_value(a)} → {_value(b)}")
+    old_schemas, new_schemas = old.get("schemas") or [], new.get("schemas") or []
+    if any(old_schemas) or any(new_schemas):
+        if old_schemas != new_schemas:
+            def said(schemas: list[Any]) -> str:
+                return ", ".join(s or "none" for s in schemas) or "none"
+            out.append(f"response schema {said(old_schemas)} → {said(new_schemas)}")
     old_sets = {p["path"]: p for p in old.get("prompts") or []}
     new_sets = {p["path"]: p for p in new.get("prompts") or []}
     names = {p: Path(p).name for p in set(old_sets) | set(new_sets)}

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from .errors import HarvesterError
 from .providers.openai import HEADERS as OPENAI_HEADERS
+from .sim_shapes import MAX_TOP_LOGPROBS, shape_answer
 
 T = TypeVar("T")
 
@@ -122,6 +123,11 @@ class SimConfig:
     check_model: bool = False         # a request for another model than `model` gets 404 model_not_found
     seed: int = 0
     log_path: str | None = None       # JSONL: a line per request received, rate_limited (429) or answered
+    # Answers with a shape (harvester.sim_shapes): shares of JSON answers that are no answer
+    invalid_json_rate: float = 0.0    # prose around the object: not JSON
+    missing_field_rate: float = 0.0   # the schema's first required field left out
+    truncated_json_rate: float = 0.0  # cut off mid-object, finish_reason "length"
+    logprobs: bool = True             # answer logprobs when asked (False: as a server that ignores the parameter)
     # The batch APIs (harvester.sim_batches): OpenAI's Files + Batch API, Anthropic's Message Batches.
     batch_delay: float = 0.0          # seconds from a batch's creation to its end; its lines finish evenly over it
     batch_error_rate: float = 0.0     # share of batch lines failing transiently (500-like; may pass when sent again)
@@ -139,6 +145,7 @@ class Answer:
     completion_tokens: int            # of the text
     reasoning_tokens: int
     finish: str                       # "stop" | "length"
+    logprobs: list[dict[str, Any]] | None = None   # OpenAI's logprobs.content, when asked (harvester.sim_shapes)
 
 
 @dataclass
@@ -283,12 +290,20 @@ class Simulator:
         if cfg.quota_exhausted:
             return self._error(429, "You exceeded your current quota, please check your plan and billing "
                                "details.", "insufficient_quota")
+        if isinstance(body.get("top_logprobs"), int) and body["top_logprobs"] > MAX_TOP_LOGPROBS:
+            return self._error(400, f"Invalid 'top_logprobs': integer above maximum value. Expected a value <= "
+                               f"{MAX_TOP_LOGPROBS}, but got {body['top_logprobs']} instead.",
+                               "integer_above_max_value")
         key = prompt_key(messages)
         headers = self._admit(now, p_tokens + (max_tokens or 0))
         if headers is None:
             self._write_log(key, "rate_limited")
             return self._rate_limited(now)
-        self._write_log(key, "received")
+        # what a shaped request asked for, so that tests can see what reached the teacher
+        asked = {k: body[k] for k in ("response_format", "logprobs", "top_logprobs") if k in body}
+        if "response_format" in asked:
+            asked["system"] = next((m.get("content") for m in messages if m.get("role") == "system"), None)
+        self._write_log(key, "received", **asked)
         roll = self.rng.random()
         delay = max(0.0, cfg.latency + self.rng.uniform(-cfg.jitter, cfg.jitter)) if cfg.latency else 0.0
         if roll < cfg.slow_rate:
@@ -306,7 +321,7 @@ class Simulator:
             status = self.rng.choice((500, 502, 503))
             return self._error(status, "The server had an error while processing your request.", "server_error")
         roll -= cfg.error_rate
-        answer = self.compose(messages, max_tokens, key)
+        answer = self.compose(messages, max_tokens, key, body)
         if 0 <= roll < cfg.garbage_rate:
             self.by_status[200] += 1
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
@@ -316,8 +331,10 @@ class Simulator:
         return web.json_response(self.completion_body(key, p_tokens, answer), headers=headers)
 
     # --- the answers themselves: one path for the chat endpoint and for batch lines -------------
-    def compose(self, messages: list[dict[str, Any]], max_tokens: int | None, key: str) -> Answer:
-        """The answer the simulator gives now to these messages (keyed `key`): the next of their series."""
+    def compose(self, messages: list[dict[str, Any]], max_tokens: int | None, key: str,
+                body: dict[str, Any] | None = None) -> Answer:
+        """The answer the simulator gives now to these messages (keyed `key`): the next of their series;
+        shaped as the request `body` asks (JSON of a schema, logprobs: harvester.sim_shapes)."""
         cfg = self.config
         reasoning = reasoning_for(messages) if cfg.reasoning else None
         r_tokens = count_tokens(reasoning) if reasoning else 0
@@ -336,7 +353,9 @@ class Simulator:
             self.injected["empty"] += 1
         else:
             text, c_tokens, finish = answer_for(messages, None if max_tokens is None else max_tokens - r_tokens, nth)
-        return Answer(text, reasoning, c_tokens, r_tokens, finish)
+        answer = Answer(text, reasoning, c_tokens, r_tokens, finish)
+        return shape_answer(cfg, body, messages, key, nth, answer,
+                            None if max_tokens is None else max_tokens - r_tokens)
 
     def record_answer(self, key: str, p_tokens: int, answer: Answer, **log: Any) -> None:
         """Count an answer given (synchronous or in a batch): what /sim/stats and the log tell."""
@@ -357,7 +376,9 @@ class Simulator:
                  **({"completion_tokens_details": {"reasoning_tokens": r_tokens}} if reasoning else {})}
         return {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.config.model, "system_fingerprint": "fp_sim",
-                "choices": [{"index": 0, "message": message, "finish_reason": answer.finish, "logprobs": None}],
+                "choices": [{"index": 0, "message": message, "finish_reason": answer.finish,
+                             "logprobs": None if answer.logprobs is None else {"content": answer.logprobs,
+                                                                               "refusal": None}}],
                 "usage": usage}
 
     def _admit(self, now: float, tokens: int) -> dict[str, str] | None:

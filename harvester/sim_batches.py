@@ -306,7 +306,7 @@ class BatchProtocols:
             self.lines["errored"] += 1
             return
         key = prompt_key(messages)
-        answer = self.sim.compose(messages, max_tokens, key)
+        answer = self.sim.compose(messages, max_tokens, key, line.body if b.protocol == "openai" else None)
         self.sim.record_answer(key, p_tokens, answer, custom_id=cid, batch=b.id)
         self.lines["answered"] += 1
         self.per_custom_id[cid] += 1

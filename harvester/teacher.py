@@ -21,7 +21,7 @@ from . import providers
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
 from .providers import Feedback
-from .providers.chat import Unusable, read_completion
+from .providers.chat import Token, Unusable, read_completion
 from .providers.feedback import Verdict
 
 
@@ -37,6 +37,7 @@ class Reply:
     feedback: Feedback                     # what the answer says for the limiter (its limits, usage)
     raw: dict[str, Any]                    # response id, fingerprint, usage details: never headers
     reasoning: str | None = None           # the reasoning trace, where the teacher returns one apart
+    logprobs: list[Token] | None = None    # the answer's tokens with logprobs and top-k, when asked and sent
 
 
 class Teacher:
@@ -105,7 +106,8 @@ class Teacher:
                                       completion_tokens=answer.completion_tokens, latency=latency, now_wall=time.time())
         return Reply(content=answer.content, finish_reason=answer.finish_reason, model=answer.model,
                      prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens, latency=latency,
-                     status=response.status_code, feedback=feedback, raw=answer.meta, reasoning=answer.reasoning)
+                     status=response.status_code, feedback=feedback, raw=answer.meta, reasoning=answer.reasoning,
+                     logprobs=answer.logprobs)
 
     def _bad_answer(self, response: httpx.Response, latency: float,
                     verdict: Verdict = "retry") -> Feedback:

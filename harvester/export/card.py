@@ -101,6 +101,28 @@ def _channel_lines(provenance: dict[str, Any], cost: dict[str, Any] | None) -> l
     return lines
 
 
+def _shape_lines(report: dict[str, Any], teacher: dict[str, Any]) -> list[str]:
+    """The response schemas every answer was checked against, and the logprobs column's teacher and tokenizer."""
+    lines = []
+    if report.get("schemas"):
+        lines += ["", "## Answers with a shape", "",
+                  "Every answer was validated against its response schema: "
+                  + ", ".join(f"`{s}`" for s in report["schemas"])
+                  + ". The assistant's content is the teacher's JSON text as sent; Parquet and `hf/` also hold the "
+                  "parsed object in the `parsed` column. Answers that did not parse, did not validate or were cut "
+                  "off were asked again (retry.invalid_answers), then recorded as failed: none is in this dataset."]
+    if report.get("logprobs_asked"):
+        k = (teacher.get("params") or {}).get("top_logprobs") or 0
+        lines += ["", "## Token probabilities", "",
+                  f"Parquet and `hf/` hold a `logprobs` column: per answer token, `token`, `logprob` and `top`, the "
+                  f"teacher's top-{k} alternatives with theirs, as `{public_model(teacher['model'])}` sent them; "
+                  f"tokenizer: {report.get('tokenizer') or 'not known to harvester'}. "
+                  f"{report.get('logprobs_rows', 0):,} rows carry them"
+                  + (f"; {report['without_logprobs']:,} rows came without (null)." if report.get("without_logprobs")
+                     else ".")]
+    return lines
+
+
 def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], version: str) -> str:
     """The card, from the export's report alone (its `provenance` is what `stats.json` holds too)."""
     provenance = report.get("provenance") or {}
@@ -155,6 +177,7 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], v
                else "not written (export.reasoning: drop)")
         lines += ["", f"Reasoning traces: {report['reasoning_rows']:,} rows came with the teacher's reasoning, "
                   f"{how}."]
+    lines += _shape_lines(report, teacher)
     lines += ["", "## What a trainer trains on", "", TRAINS_ON.get(report["format"], "")]
     if report.get("multi_turn_rows"):
         lines += ["", f"Rows holding assistant turns written in the prompt file, before the teacher's answer: "

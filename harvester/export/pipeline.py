@@ -34,12 +34,14 @@ from .. import __version__
 from ..config import Export
 from ..errors import ConfigError, HarvesterError
 from ..results import Provenance
+from ..shape import Invalid
 from ..store.rows import Record
 from .analyze import KEEP, Analyzer, Decisions, Verdicts, decide, split_hash
 from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
+from .shaped import ShapedColumns
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
 from .writers import SplitWriter, write_hf, write_llamafactory_info
@@ -79,6 +81,11 @@ class ExportReport:
     workers: int = 1                                                  # processes in pass 1
     multi_turn_rows: int = 0                                          # rows with assistant turns of the prompt file
     keep: list[str] = field(default_factory=list)                     # export.keep columns written
+    schemas: list[str] = field(default_factory=list)                  # response schemas: "name (source)"
+    logprobs_rows: int = 0                                            # rows written with the teacher's logprobs
+    without_logprobs: int = 0                                         # rows whose teacher sent none, though asked
+    logprobs_asked: bool = False                                      # the plan asks for logprobs
+    tokenizer: str | None = None                                      # the logprobs' tokens' tokenizer, where known
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
     provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
 
@@ -95,6 +102,9 @@ class ExportReport:
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning,
                 "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes,
+                "schemas": self.schemas, "logprobs_rows": self.logprobs_rows,
+                "without_logprobs": self.without_logprobs, "logprobs_asked": self.logprobs_asked,
+                "tokenizer": self.tokenizer,
                 "provenance": self.provenance}
 
 
@@ -306,7 +316,8 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
                name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
-               protected: Iterable[Protected] = (), provenance: Provenance | None = None) -> ExportReport:
+               protected: Iterable[Protected] = (), provenance: Provenance | None = None,
+               shaped: ShapedColumns | None = None) -> ExportReport:
     """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
     inside what the export replaces (the store, the job file, prompt sets). `provenance` goes into
     `stats.json` as given, and the card reads it from there (one source for both)."""
@@ -324,11 +335,15 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
                           steps=list(decisions.steps), decontamination=dict(decisions.decontamination),
                           workers=workers, reasoning=settings.reasoning, keep=list(settings.keep),
                           provenance=provenance)
+    shaped = shaped or ShapedColumns()
+    report.schemas = [f"{s.name} ({s.source})" for s in shaped.shapes]
+    report.logprobs_asked, report.tokenizer = shaped.logprobs, shaped.tokenizer
     promoted, no_test = promoted_to_test(decisions.verdicts, settings.test_size)
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report, promoted)
+        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report, promoted,
+                    shaped, rejects)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected
@@ -354,29 +369,46 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
 
 
 def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Export, report: ExportReport,
-                promoted: set[int] | None = None) -> None:
+                promoted: set[int] | None = None, shaped: ShapedColumns | None = None,
+                rejects: _Rejects | None = None) -> None:
     to_row, keep, promoted = FORMATS[fmt], settings.keep, promoted or set()
+    shaped = shaped or ShapedColumns()
+    extra_fields, builders = shaped.fields(), shaped.builders()
     writers: dict[str, SplitWriter] = {}
     try:
         for r in records:
+            columns = shaped.values(r)
+            if isinstance(columns, Invalid):   # stored before its schema was enforced: never an unparsed row
+                report.dropped["invalid_answer"] += 1
+                if rejects is not None:
+                    rejects.write(r, "invalid_answer")
+                continue
             split = "test" if r.seq in promoted else split_of(r.job_id, settings.test_size)
             writer = writers.get(split)
             if writer is None:
-                writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows, keep=keep)
+                writer = writers[split] = SplitWriter(folder, split, fmt, settings.shard_rows, keep=keep,
+                                                      extra=extra_fields, builders=builders)
             if r.reasoning:
                 report.reasoning_rows += 1
             if any(m["role"] == "assistant" for m in r.messages):
                 report.multi_turn_rows += 1
             row = to_row(with_reasoning(r, settings.reasoning))
             extra = keep_columns(r, keep)
-            writer.write({**row, **extra} if JSONL_EXTRAS[fmt] else row, {**table_row(fmt, row), **extra})
+            writer.write({**row, **extra} if JSONL_EXTRAS[fmt] else row, {**table_row(fmt, row), **extra, **columns})
+            if r.logprobs is not None:
+                report.logprobs_rows += 1
             report.prompt_tokens += r.prompt_tokens or 0
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset
-            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep)
+            writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep, extra=extra_fields,
+                                           builders=builders)
     finally:
         for w in writers.values():
             w.close()
+    report.without_logprobs = shaped.without_logprobs
+    if shaped.without_logprobs:
+        report.notes.append(f"{shaped.without_logprobs} rows have no logprobs: the teacher sent none for them "
+                            "although teacher.params asked (their logprobs column is null)")
     report.rows = {split: w.rows for split, w in writers.items()}
     release_freed_memory()  # write_hf maps the Arrow files: keep their pages off the last pass's heap
     write_hf(folder, {split: w.arrow for split, w in writers.items()})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,15 @@ class SplitWriter:
     """One split's rows → `<split>.jsonl` and `parquet/<split>-NNNNN-of-MMMMM.parquet`."""
 
     def __init__(self, folder: Path, split: str, fmt: str, shard_rows: int, batch: int = 1000,
-                 keep: Sequence[str] = ()) -> None:
+                 keep: Sequence[str] = (), extra: Sequence[pa.Field] = (),
+                 builders: Mapping[str, Callable[[list[Any]], pa.Array]] | None = None) -> None:
         self.folder, self.split, self.shard_rows, self.batch = folder, split, shard_rows, batch
         self.schema = arrow_schema(fmt, keep)
+        for column in extra:   # the shaped answers' columns (harvester.export.shaped)
+            self.schema = self.schema.append(column)
+        # columns built from a whole batch's values at once (last in the schema), the others row by row
+        self.builders = dict(builders or {})
+        self._row_schema = pa.schema([f for f in self.schema if f.name not in self.builders])
         self.rows = 0
         self.jsonl = open(folder / f"{split}.jsonl", "w", encoding="utf-8")
         (folder / "parquet").mkdir(exist_ok=True)
@@ -53,7 +59,10 @@ class SplitWriter:
                 self._in_shard = 0
             take = self._buffer[: self.shard_rows - self._in_shard]
             del self._buffer[: len(take)]
-            table = pa.Table.from_pylist(take, schema=self.schema)
+            built = {name: build([row.pop(name) for row in take]) for name, build in self.builders.items()}
+            table = pa.Table.from_pylist(take, schema=self._row_schema)
+            for name, column in built.items():
+                table = table.append_column(self.schema.field(name), column)
             self._parquet.write_table(table)
             self._arrow.write_table(table)
             self._in_shard += len(take)

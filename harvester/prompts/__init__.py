@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PromptSourceError
 from ..hashing import content_hash
@@ -30,18 +30,29 @@ def plan(job: Job, counts: list[int] | None = None) -> Iterator[JobSpec]:
     given (one per prompt set), counts the prompts read from each set, for the plan's description."""
     # imported on use: `config` imports this package (its format registry), and reading a job file
     # should not pay for the store's SQLAlchemy
+    from ..shape import shaped_request
+    from ..shape_load import check_logprobs, shapes_for, structured_output
     from ..store.rows import JobSpec
 
+    check_logprobs(job)
+    shapes, mode = shapes_for(job), structured_output(job)
     seq = 0
     for index, prompt_set in enumerate(job.prompts):
+        shape = shapes[index]
         for prompt in read_prompt_set(prompt_set):
             if counts is not None:
                 counts[index] += 1
+            messages, params = prompt.messages, job.teacher.params
+            if shape is not None:   # the schema is part of the request, and of the job's id
+                messages, params = shaped_request(messages, params, shape, mode)
             prompt_key = content_hash(prompt.messages)
             for sample in range(prompt_set.samples):
-                request = {"model": job.teacher.model, "messages": prompt.messages,
-                           "params": job.teacher.params}
+                request: dict[str, Any] = {"model": job.teacher.model, "messages": messages, "params": params}
+                # hashed before the shape joins it: the schema is in what is sent (params or messages), and a
+                # job file whose response_format was sent before it was enforced keeps its job ids
                 job_id = content_hash({**request, "sample": sample})
+                if shape is not None:
+                    request["shape"] = shape.stored()
                 yield JobSpec(job_id, prompt_key, seq, sample, request, prompt.source, prompt.metadata)
                 seq += 1
 

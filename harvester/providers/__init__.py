@@ -77,5 +77,19 @@ def price_for(model: str) -> tuple[Provider, tuple[float, float]] | None:
     return None if best is None else (best[1], best[2])
 
 
+def tokenizer_for(model: str) -> str | None:
+    """The tokenizer a model's tokens come from, where known: a provider's list (longest prefix), else the
+    Hugging Face repository an `org/name` model is named after (vLLM, SGLang, Together serve them so)."""
+    name = model.lower().split("/")[-1]
+    best = max(((prefix, t) for p in PROVIDERS for prefix, t in p.tokenizers.items() if name.startswith(prefix)),
+               key=lambda pt: len(pt[0]), default=None)
+    if best is not None:
+        return best[1]
+    parts = model.split("/")
+    if len(parts) == 2 and all(parts) and not model.startswith((".", "~")):
+        return f"the tokenizer of the Hugging Face model {model}"
+    return None
+
+
 __all__ = ["CANCELLED", "PROVIDERS", "UNKNOWN_ERROR", "Feedback", "LimitHint", "Provider", "Reader", "at",
-           "identify", "named", "price_for", "reader"]
+           "identify", "named", "price_for", "reader", "tokenizer_for"]

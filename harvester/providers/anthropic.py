@@ -21,6 +21,10 @@ PROVIDER = Provider(
     prices_source="https://www.anthropic.com/pricing#api",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,
+    # Its OpenAI SDK compatibility layer ignores response_format and logprobs
+    # (https://docs.anthropic.com/en/api/openai-sdk#request-fields): the schema goes in the prompt
+    structured_output="prompt",
+    max_top_logprobs=0,
     terms=TermsRow("conditional", "Training models on outputs (distillation) requires Anthropic's prior "
                    "authorization.", "https://www.anthropic.com/legal/commercial-terms", date(2026, 11, 28)),
 )

@@ -13,6 +13,10 @@ from typing import Literal
 
 Dimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 TrainingUse = Literal["allowed", "conditional", "forbidden", "unknown"]
+# How a provider takes a response schema: `json_schema` (OpenAI's structured outputs, the schema in
+# response_format), `json_object` (JSON mode only: the schema goes in the prompt), or `prompt` (no JSON
+# mode that it honours: the schema in the prompt alone). harvester validates every answer either way.
+StructuredOutput = Literal["json_schema", "json_object", "prompt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +72,9 @@ more (spent until it resets: stop); `delay_patterns` find a retry delay written 
     # Another provider's terms apply to some of its models (Llama 3.0 under Meta's older licence):
     # (pattern on the model name, name of the provider whose row applies).
     terms_by_model: tuple[tuple[re.Pattern[str], str], ...] = ()
+    # Answers with a shape and their token probabilities (harvester.shape, harvester.logprobs). The
+    # default, json_schema, is OpenAI's own interface, which vLLM, SGLang, Ollama and LiteLLM also serve.
+    structured_output: StructuredOutput = "json_schema"
+    max_top_logprobs: int | None = None     # the most top_logprobs it returns; 0: no logprobs; None: unknown
+    # model-name prefix -> the tokenizer its logprobs' tokens come from (named in the dataset card)
+    tokenizers: dict[str, str] = field(default_factory=dict)

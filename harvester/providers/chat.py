@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# One token of an answer: (token, logprob, [(alternative, its logprob), ...]) in the teacher's order;
+# packed for the store by harvester.logprobs
+Token = tuple[str, float, list[tuple[str, float]]]
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -19,6 +23,7 @@ class Answer:
     completion_tokens: int | None
     reasoning: str | None = None             # the reasoning trace, where the teacher returns one apart
     meta: dict[str, Any] = field(default_factory=dict)   # response id, fingerprint, reasoning tokens
+    logprobs: list[Token] | None = None      # the tokens with their logprobs and top-k, when asked and sent
 
 
 class Unusable(Exception):
@@ -39,6 +44,7 @@ def read_completion(data: Any) -> Answer:
         content = message.get("content")
         reasoning = _reasoning(message)
         finish_reason = choice.get("finish_reason")
+        logprobs = read_logprobs(choice)
         usage = data.get("usage") or {}
         prompt_tokens, completion_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
         if not (content is None or isinstance(content, str)) or not all(
@@ -59,7 +65,7 @@ def read_completion(data: Any) -> Answer:
         meta["reasoning_tokens"] = details["reasoning_tokens"]
     model = data.get("model")
     return Answer(content, finish_reason, model if isinstance(model, str) else None, prompt_tokens,
-                  completion_tokens, reasoning, meta)
+                  completion_tokens, reasoning, meta, logprobs)
 
 
 def _reasoning(message: dict[str, Any]) -> str | None:
@@ -70,3 +76,32 @@ def _reasoning(message: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value
     return None
+
+
+def read_logprobs(choice: dict[str, Any]) -> list[Token] | None:
+    """The tokens of a decoded completion choice with their logprobs and top alternatives; None when the
+    choice carries none. Raises ValueError on a logprobs object that is not OpenAI's shape."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if content is None:
+        return None
+    if not isinstance(content, list):
+        raise ValueError("logprobs.content is not a list")
+    out: list[Token] = []
+    for item in content:
+        tops = item.get("top_logprobs") or []
+        out.append((_text(item["token"]), _number(item["logprob"]),
+                    [(_text(t["token"]), _number(t["logprob"])) for t in tops]))
+    return out
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a token is not a text")
+    return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("a logprob is not a number")
+    return float(value)

@@ -19,6 +19,9 @@ PROVIDER = Provider(
     prices_source="https://ai.google.dev/gemini-api/docs/pricing",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,
+    # Its OpenAI-compatible endpoint takes response_format json_schema
+    # (https://ai.google.dev/gemini-api/docs/openai#structured-output); logprobs there: not documented
+    structured_output="json_schema",
     terms=TermsRow("forbidden", "The Gemini API terms forbid using the services to develop models that compete "
                    "with Google's.", "https://ai.google.dev/gemini-api/terms", date(2026, 11, 28)),
 )

@@ -15,4 +15,8 @@ PROVIDER = Provider(
     hosts=("api.groq.com",),
     headers=tuple(replace(h, per_day=h.dimension == "requests") for h in OPENAI_HEADERS),
     batch_factor=0.5,
+    # JSON mode (json_object) on every model; json_schema on a few listed ones only
+    # (https://console.groq.com/docs/structured-outputs): json_object plus the schema in the prompt is safe
+    structured_output="json_object",
+    max_top_logprobs=0,     # "logprobs ... not yet supported" (https://console.groq.com/docs/openai)
 )

@@ -28,6 +28,14 @@ PROVIDER = Provider(
     prices_source="https://openai.com/api/pricing/",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,
+    # Structured outputs: https://platform.openai.com/docs/guides/structured-outputs; top_logprobs 0-20
+    # (https://platform.openai.com/docs/api-reference/chat/create#chat-create-top_logprobs), none on reasoning models
+    structured_output="json_schema",
+    max_top_logprobs=20,
+    # https://github.com/openai/tiktoken (tiktoken/model.py: the encoding of each model family)
+    tokenizers={"gpt-4o": "tiktoken o200k_base", "gpt-4.1": "tiktoken o200k_base", "gpt-4.5": "tiktoken o200k_base",
+                "o1": "tiktoken o200k_base", "o3": "tiktoken o200k_base", "o4": "tiktoken o200k_base",
+                "gpt-4": "tiktoken cl100k_base", "gpt-3.5": "tiktoken cl100k_base"},
     terms=TermsRow("forbidden", "The terms forbid using output to develop models that compete with OpenAI, and "
                    "forbid circumventing rate limits.", "https://openai.com/policies/terms-of-use/",
                    date(2026, 11, 28)),

@@ -10,6 +10,9 @@ PROVIDER = Provider(
     name="qwen",
     hosts=("dashscope.aliyuncs.com", "dashscope-intl.aliyuncs.com"),
     aliases=("alibaba",),
+    # Structured output is JSON mode, response_format json_object, on its compatible endpoint
+    # (https://www.alibabacloud.com/help/en/model-studio/json-mode)
+    structured_output="json_object",
     terms=TermsRow("conditional", "Alibaba Cloud Model Studio's terms and each Qwen model's license govern output "
                    "use; some Qwen licenses require attribution or restrict training other models.",
                    "https://www.alibabacloud.com/help/en/model-studio/", date(2026, 11, 28)),

@@ -9,5 +9,6 @@ from .base import Provider, TermsRow
 PROVIDER = Provider(
     name="simulator",
     aliases=("sim", "harvester-sim"),
+    max_top_logprobs=20,     # as OpenAI (harvester.sim_shapes)
     terms=TermsRow("allowed", "harvester's own simulator: synthetic answers, no terms.", None, date(2026, 11, 28)),
 )

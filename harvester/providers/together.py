@@ -14,4 +14,7 @@ PROVIDER = Provider(
     batch_file_purpose="batch-api",
     batch_max_requests=50_000,
     batch_max_bytes=100 * 1024 * 1024,
+    # response_format json_schema (https://docs.together.ai/docs/json-mode); its logprobs are an integer
+    # count with their own shape (https://docs.together.ai/docs/logprobs), not OpenAI's top_logprobs
+    structured_output="json_schema",
 )

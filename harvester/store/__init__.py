@@ -74,6 +74,7 @@ class AnswerRow:
     latency: float
     raw: dict[str, Any] | None
     reasoning: str | None = None
+    logprobs: bytes | None = None      # packed by harvester.logprobs
 
 
 @dataclass(slots=True)
@@ -503,7 +504,7 @@ class Store:
         plan_key = self._plan_key(plan_key)
         q = (sa.select(J.c.id, J.c.prompt_key, J.c.seq, J.c.sample_index, J.c.request, J.c.source,
                        R.c.content, R.c.finish_reason, R.c.model, R.c.prompt_tokens, R.c.completion_tokens,
-                       R.c.reasoning, J.c["metadata"])
+                       R.c.reasoning, J.c["metadata"], R.c.logprobs)
              .select_from(J.join(R, R.c.job_id == J.c.id))
              .where(J.c.plan_key == plan_key, J.c.status == "done").order_by(J.c.seq))
         if samples == "first":
@@ -514,10 +515,10 @@ class Store:
                                                      yield_per=batch) as conn:
             with conn.begin():
                 for (job_id, prompt_key, seq, sample_index, request, source, content, finish_reason, model,
-                     prompt_tokens, completion_tokens, reasoning, metadata) in conn.execute(q):
+                     prompt_tokens, completion_tokens, reasoning, metadata, logprobs) in conn.execute(q):
                     yield Record(job_id, prompt_key, seq, sample_index, request["messages"], content, finish_reason,
                                  model, prompt_tokens, completion_tokens, source, metadata or {},
-                                 reasoning=reasoning)
+                                 reasoning=reasoning, shape=request.get("shape"), logprobs=logprobs)
 
     def answered_seqs(self, plan_key: str | None = None) -> tuple[int, int, int]:
         """(answered jobs, lowest seq, highest seq) of the plan: how to cut it into slices."""
@@ -605,5 +606,11 @@ def _v2_batches(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_usage_batch_id ON usage (batch_id)"))
 
 
+def _v3_logprobs(conn: Connection) -> None:
+    """v3 -> v4: answers keep the teacher's token logprobs, packed (harvester.logprobs)."""
+    blob = "BYTEA" if conn.dialect.name == "postgresql" else "BLOB"
+    conn.execute(sa.text(f"ALTER TABLE response ADD COLUMN logprobs {blob}"))
+
+
 # Ordered schema migrations: MIGRATIONS[v - 1] upgrades a store from version v to v + 1.
-MIGRATIONS: list[Any] = [_v1_reasoning, _v2_batches]
+MIGRATIONS: list[Any] = [_v1_reasoning, _v2_batches, _v3_logprobs]

@@ -42,6 +42,8 @@ class Record:
     source: str = ""                # "file:line" the prompt came from
     metadata: dict[str, Any] = field(default_factory=dict)
     reasoning: str | None = None    # the teacher's reasoning trace, apart from the answer
+    shape: dict[str, Any] | None = None   # the response schema the answer was checked against (harvester.shape)
+    logprobs: bytes | None = None   # its tokens' logprobs and top-k, packed (harvester.logprobs)
 
     @property
     def prompt_text(self) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Table
+from sqlalchemy import JSON, Column, Index, LargeBinary, Table
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class Meta(SQLModel, table=True):
@@ -88,6 +88,8 @@ class Response(SQLModel, table=True):
     latency: float
     created_at: float
     raw: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))  # id, system_fingerprint...
+    # the answer's tokens, logprobs and top-k, packed (harvester.logprobs), when the job asked for them (v4)
+    logprobs: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
 
 
 class Usage(SQLModel, table=True):
