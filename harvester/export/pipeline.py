@@ -40,12 +40,14 @@ from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
+from .lengths import length_histogram
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
 from .writers import SplitWriter, write_hf, write_llamafactory_info
 
 PARALLEL_MIN_ROWS = 20_000      # below this, starting processes costs more than it saves
 SLICES_PER_WORKER = 4           # smaller slices even out workers that run at different speeds
+CLUSTER_EXAMPLES = 3            # near-duplicate clusters named in stats.json and the report, the biggest
 SLICE_ROWS = 25_000             # at most (on average): a worker's memory stays flat as exports grow
 
 
@@ -70,6 +72,7 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)                # split → rows written
     steps: list[tuple[str, int, int]] = field(default_factory=list)   # (step, kept, dropped)
     near_dup_clusters: int = 0
+    clusters: list[dict[str, Any]] = field(default_factory=list)      # the biggest: kept seq, removed seqs
     decontamination: dict[str, int] = field(default_factory=dict)     # eval set → rows dropped
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -81,6 +84,8 @@ class ExportReport:
     keep: list[str] = field(default_factory=list)                     # export.keep columns written
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
     provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
+    lengths: Counter[tuple[int, bool]] = field(default_factory=Counter)  # rows by (completion tokens, truncated)
+    plots: list[tuple[str, str]] = field(default_factory=list)        # (title, path in the folder) of the card
 
     @property
     def kept(self) -> int:
@@ -91,11 +96,12 @@ class ExportReport:
         return {"out": self.out.name, "format": self.format, "selected": self.selected,
                 "dropped": dict(self.dropped), "rows": self.rows,
                 "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps],
-                "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
+                "near_dup_clusters": self.near_dup_clusters, "clusters": self.clusters,
+                "decontamination": self.decontamination, "lengths": length_histogram(self.lengths),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning,
                 "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes,
-                "provenance": self.provenance}
+                "provenance": self.provenance, "plots": [{"title": t, "path": p} for t, p in self.plots]}
 
 
 def split_of(job_id: str, test_size: float) -> str:
@@ -306,10 +312,12 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
 
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
                name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
-               protected: Iterable[Protected] = (), provenance: Provenance | None = None) -> ExportReport:
+               protected: Iterable[Protected] = (), provenance: Provenance | None = None,
+               plots: Callable[[dict[str, Any], Path], list[tuple[str, str]]] | None = None) -> ExportReport:
     """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
     inside what the export replaces (the store, the job file, prompt sets). `provenance` goes into
-    `stats.json` as given, and the card reads it from there (one source for both)."""
+    `stats.json` as given, and the card reads it from there (one source for both). `plots` draws the
+    report's figures into the folder as image files and says which (title, relative path), for the card."""
     fmt = fmt or settings.format
     if fmt not in FORMATS:
         raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
@@ -336,10 +344,15 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
             report.steps.append(("near-duplicate removal", kept - removed, removed))
             if removed:
                 report.dropped["near_duplicate"] = removed
-            report.near_dup_clusters = len(decisions.near.clusters())
+            clusters = decisions.near.clusters()
+            report.near_dup_clusters = len(clusters)
+            biggest = sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:CLUSTER_EXAMPLES]
+            report.clusters = [{"kept": k, "removed": len(v), "examples": v[:2]} for k, v in biggest]
         if settings.test_size > 0 and not report.rows.get("test"):
             report.notes.append(no_test or "no test split: the rows drawn for it were removed as near-duplicates")
         report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
+        if plots is not None:
+            report.plots = plots(report.as_dict(), staging)
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if card is not None:
             (staging / "README.md").write_text(card(report), encoding="utf-8")
@@ -371,6 +384,7 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
             extra = keep_columns(r, keep)
             writer.write({**row, **extra} if JSONL_EXTRAS[fmt] else row, {**table_row(fmt, row), **extra})
             report.prompt_tokens += r.prompt_tokens or 0
+            report.lengths[(r.completion_tokens or 0, r.finish_reason == "length")] += 1
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset
             writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep)
