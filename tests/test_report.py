@@ -55,7 +55,7 @@ def test_every_figure_sums_to_what_status_quota_and_stats_json_say(harvested: Pa
     usd = next(b for b in d["spend"]["budgets"] if b["name"] == "usd_total")
     assert usd["values"][-1] == pytest.approx(next(b["used"] for b in quota["budgets"] if b["name"] == "usd_total"))
     assert d["export"]["stats"] == stats and d["headline"]["rows_kept"] == sum(stats["rows"].values())
-    assert sum(stats["lengths"]["kept"]) == sum(stats["rows"].values())
+    assert sum(stats["lengths"]["rows"]) == stats["selected"]
     assert [r["exit_reason"] for r in d["runs"]] == ["done"]
     assert [(seg["source"], seg["per_second"]) for seg in d["limits"]] == [("config", 200.0)]   # 12,000/min
 
@@ -161,5 +161,5 @@ def test_a_budget_resets_with_its_window() -> None:
 
 def test_answer_lengths_are_binned_with_truncation_apart() -> None:
     h = length_histogram(Counter({(10, False): 3, (299, True): 2, (150, False): 1}))
-    assert sum(h["kept"]) == 6 and sum(h["truncated"]) == 2 and h["edges"][0] == 0 and h["edges"][-1] >= 300
-    assert h["truncated"][-1] == 2 and length_histogram(Counter())["kept"] == [0]
+    assert sum(h["rows"]) == 6 and sum(h["truncated"]) == 2 and h["edges"][0] == 0 and h["edges"][-1] >= 300
+    assert h["truncated"][-1] == 2 and length_histogram(Counter())["rows"] == [0]

@@ -14,16 +14,16 @@ BINS = 30
 
 
 def length_histogram(lengths: Counter[tuple[int, bool]], bins: int = BINS) -> dict[str, Any]:
-    """{edges, kept, truncated}: rows per bin of completion tokens (edges[i] <= n < edges[i + 1]), and of
+    """{edges, rows, truncated}: rows per bin of completion tokens (edges[i] <= n < edges[i + 1]), and of
     them those cut by max_tokens. `lengths` counts rows by (completion tokens, truncated)."""
     if not lengths:
-        return {"edges": [0, 1], "kept": [0], "truncated": [0]}
+        return {"edges": [0, 1], "rows": [0], "truncated": [0]}
     top = max(n for n, _ in lengths) + 1
     step = max(1, math.ceil(top / bins))
     count = math.ceil(top / step)
-    kept, truncated = [0] * count, [0] * count
-    for (n, cut), rows in lengths.items():
-        kept[n // step] += rows
+    rows, truncated = [0] * count, [0] * count
+    for (n, cut), found in lengths.items():
+        rows[n // step] += found
         if cut:
-            truncated[n // step] += rows
-    return {"edges": [i * step for i in range(count + 1)], "kept": kept, "truncated": truncated}
+            truncated[n // step] += found
+    return {"edges": [i * step for i in range(count + 1)], "rows": rows, "truncated": truncated}

@@ -84,7 +84,7 @@ class ExportReport:
     keep: list[str] = field(default_factory=list)                     # export.keep columns written
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
     provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
-    lengths: Counter[tuple[int, bool]] = field(default_factory=Counter)  # rows by (completion tokens, truncated)
+    lengths: Counter[tuple[int, bool]] = field(default_factory=Counter)  # rows selected by (tokens out, truncated)
     plots: list[tuple[str, str]] = field(default_factory=list)        # (title, path in the folder) of the card
 
     @property
@@ -272,9 +272,11 @@ class _Rejects:
         self.file.close()
 
 
-def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects) -> Iterator[Record]:
-    """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`.
-    Rows answered after pass 1 are left for the next export."""
+def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects,
+               lengths: Counter[tuple[int, bool]]) -> Iterator[Record]:
+    """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`. Every row
+    selected is counted in `lengths` by (completion tokens, truncated). Rows answered after pass 1 are
+    left for the next export."""
     v, near = decisions.verdicts, decisions.near
     seqs, codes = v.seq.tolist(), v.code.tobytes()   # plain Python: per-row numpy indexing is slow
     # an exact duplicate's kept row always comes first (the earliest of its group): remember its job id
@@ -287,6 +289,7 @@ def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Reject
             i += 1
         if i == n or seqs[i] != rec.seq:
             continue
+        lengths[(rec.completion_tokens or 0, rec.finish_reason == "length")] += 1
         if rec.seq in heads:
             head_ids[rec.seq] = rec.job_id
         reason = v.reason(i) if codes[i] else None
@@ -336,7 +339,7 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report, promoted)
+        _write_rows(_survivors(source.records(), decisions, rejects, report.lengths), staging, fmt, settings, report, promoted)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected
@@ -384,7 +387,6 @@ def _write_rows(records: Iterable[Record], folder: Path, fmt: str, settings: Exp
             extra = keep_columns(r, keep)
             writer.write({**row, **extra} if JSONL_EXTRAS[fmt] else row, {**table_row(fmt, row), **extra})
             report.prompt_tokens += r.prompt_tokens or 0
-            report.lengths[(r.completion_tokens or 0, r.finish_reason == "length")] += 1
             report.completion_tokens += r.completion_tokens or 0
         if "train" not in writers:  # an empty export is still a valid dataset
             writers["train"] = SplitWriter(folder, "train", fmt, settings.shard_rows, keep=keep)

@@ -232,13 +232,13 @@ def funnel(stats: dict[str, Any]) -> Figure | None:
 
 
 def lengths(stats: dict[str, Any]) -> Figure | None:
-    """The exported answers' length in tokens; those cut by max_tokens marked."""
+    """The selected answers' length in tokens; those cut by max_tokens marked (the truncated filter drops them)."""
     h = stats.get("lengths") or {}
-    if not sum(h.get("kept") or []) and not sum(h.get("truncated") or []):
+    if not sum(h.get("rows") or []):
         return None
     edges = h["edges"]
     widths = [b - a for a, b in zip(edges, edges[1:])]
-    whole = [k - tr for k, tr in zip(h["kept"], h["truncated"])]
+    whole = [k - tr for k, tr in zip(h["rows"], h["truncated"])]
     fig = _figure()
     ax = fig.add_subplot()
     ax.bar(edges[:-1], whole, width=widths, align="edge", color=COLORS["kept"], label="finished")
@@ -246,8 +246,8 @@ def lengths(stats: dict[str, Any]) -> Figure | None:
            label=f"truncated (finish_reason length): {sum(h['truncated']):,}")
     ax.set_xlabel("completion tokens")
     ax.set_ylabel("rows")
-    ax.set_title("Export: answer length of the rows written")
-    ax.legend(loc="upper right")
+    ax.set_title(f"Export: answer length of the {stats['selected']:,} rows selected")
+    _legend(fig, ax)
     return fig
 
 
