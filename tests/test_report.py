@@ -163,3 +163,18 @@ def test_answer_lengths_are_binned_with_truncation_apart() -> None:
     h = length_histogram(Counter({(10, False): 3, (299, True): 2, (150, False): 1}))
     assert sum(h["rows"]) == 6 and sum(h["truncated"]) == 2 and h["edges"][0] == 0 and h["edges"][-1] >= 300
     assert h["truncated"][-1] == 2 and length_histogram(Counter())["rows"] == [0]
+
+
+def test_a_batch_harvest_draws_its_batches_with_their_line_counts(sim_factory, make_job) -> None:
+    sim = sim_factory(batch_delay=0.3)
+    job = make_job(sim, n=50, teacher={"mode": "batch"}, batch={"protocol": "openai", "poll_seconds": 0.05,
+                                                                 "max_requests": 20})
+    r = cli("run", str(job))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with Harvester.from_file(job) as h:
+        d = data.gather(h)
+        page = h.report()
+    assert [b["lines"] for b in d["batches"]] == [20, 20, 10] and sum(d["answers"]["answers"]) == 50
+    assert all(b["submitted_at"] and b["ended_at"] for b in d["batches"])
+    text = page.read_text()
+    assert 'data-chart="batches"' in text and "20 lines, 20 ok, 0 failed" in text and "10 lines" in text

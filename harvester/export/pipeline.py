@@ -339,7 +339,8 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        _write_rows(_survivors(source.records(), decisions, rejects, report.lengths), staging, fmt, settings, report, promoted)
+        survivors = _survivors(source.records(), decisions, rejects, report.lengths)
+        _write_rows(survivors, staging, fmt, settings, report, promoted)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected

@@ -42,7 +42,13 @@ def _figure(height: float = 2.8, width: float = 7.2) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+MIN_SPAN = 10 / 86400        # days: a time axis spans at least 10 s (a tick per second at most)
+
+
 def _time_axis(ax: Any) -> None:
+    lo, hi = ax.get_xlim()
+    if hi - lo < MIN_SPAN:
+        ax.set_xlim(lo, lo + MIN_SPAN)
     ax.xaxis_date(UTC)
     locator = mdates.AutoDateLocator(maxticks=8, tz=UTC)  # type: ignore[no-untyped-call]
     ax.xaxis.set_major_locator(locator)
