@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import cli, popen_cli
+from conftest import cli, popen_cli, store_count
 
 from harvester import Harvester
 from harvester.export.lengths import length_histogram
@@ -178,3 +178,32 @@ def test_a_batch_harvest_draws_its_batches_with_their_line_counts(sim_factory, m
     assert all(b["submitted_at"] and b["ended_at"] for b in d["batches"])
     text = page.read_text()
     assert 'data-chart="batches"' in text and "20 lines, 20 ok, 0 failed" in text and "10 lines" in text
+
+
+def test_watch_follows_a_run_as_it_goes(sim_factory, make_job) -> None:
+    """The store is read while a run writes it: the watched page shows answers part-way, then all."""
+    sim = sim_factory(latency=0.6, seed=2)     # 60 answers, two at a time: about 18 s
+    job = make_job(sim, n=60, teacher={"limits": {"max_concurrency": 2}})
+    page = job.parent / "data" / "t-report.html"
+    run = popen_cli("run", str(job), "--quiet")
+    try:
+        deadline = time.monotonic() + 90
+        while store_count(job, "select count(*) from response") == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        watch = popen_cli("report", str(job), "--watch", "--every", "0.5")
+        seen: set[int] = set()
+        try:
+            while time.monotonic() < deadline and 60 not in seen:
+                if page.exists():
+                    found = re.search(r'id="n-answers" data-value="(\d+)"', page.read_text())
+                    if found:
+                        seen.add(int(found.group(1)))
+                time.sleep(0.2)
+        finally:
+            watch.send_signal(signal.SIGINT)
+            _, err = watch.communicate(timeout=60)
+        assert watch.returncode == 130, err
+    finally:
+        run.wait(timeout=60)
+    assert run.returncode == 0
+    assert 60 in seen and any(0 < n < 60 for n in seen), seen
