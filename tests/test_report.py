@@ -80,6 +80,8 @@ def test_the_report_is_written_beside_the_store_and_only_over_its_own(harvested:
     assert GENERATOR in text and "http-equiv" not in text        # no reload outside watch mode
     assert "<script" not in text and " src=" not in text and "<link" not in text   # nothing to fetch
     assert set(re.findall(r'href="(.)', text)) <= {"#"}                          # links within the page only
+    ids = re.findall(r' id="([^"]+)"', text)         # several SVGs in one page: none takes another's ids
+    assert len(ids) == len(set(ids)) and set(re.findall(r'(?:url\(#|href="#)([^")]+)', text)) <= set(ids)
     assert cli("report", str(harvested)).returncode == 0           # its own file: rewritten
     notes = tmp_path / "notes.html"
     notes.write_text("<html>my notes</html>")

@@ -23,15 +23,15 @@ def render(h: Harvester, *, refresh: float | None = None) -> str:
     from . import charts, data, page
 
     d = data.gather(h)
-    run_svgs = {k: _svg(draw(d)) for k, draw in charts.RUN_CHARTS.items()}
+    run_svgs = {k: _svg(draw(d), k) for k, draw in charts.RUN_CHARTS.items()}
     stats = d["export"]["stats"] if d["export"] else None
-    export_svgs = {k: _svg(draw(stats)) for k, draw in charts.EXPORT_CHARTS.items()} if stats else {}
+    export_svgs = {k: _svg(draw(stats), k) for k, draw in charts.EXPORT_CHARTS.items()} if stats else {}
     return page.render(d, run_svgs, export_svgs, refresh=refresh)
 
 
-def _svg(fig: Any) -> str | None:
+def _svg(fig: Any, name: str) -> str | None:
     from . import charts
-    return None if fig is None else charts.svg(fig)
+    return None if fig is None else charts.svg(fig, name)
 
 
 def write_report(h: Harvester, out: Path, protected: list[tuple[str, Path]], *,

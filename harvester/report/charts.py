@@ -6,6 +6,7 @@ None when there is nothing to draw. matplotlib's object API (Figure, not pyplot)
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,6 @@ from matplotlib.figure import Figure
 
 matplotlib.rcParams.update({
     "svg.fonttype": "none",          # text stays text in the SVG: smaller, sharp, searchable
-    "svg.hashsalt": "harvester",     # stable ids: the same store draws the same page
     "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.titlelocation": "left",
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "legend.frameon": False, "legend.fontsize": 8, "figure.dpi": 100,
@@ -287,12 +287,16 @@ def _reset_text(resets_at: str) -> str:
         return resets_at
 
 
-def svg(fig: Figure) -> str:
-    """The figure as inline SVG (no XML prologue), sized by the page."""
+def svg(fig: Figure, name: str) -> str:
+    """The figure as inline SVG (no XML prologue), sized by the page. Several SVGs share one page: each
+    one's ids (matplotlib numbers them per figure: figure_1, axes_1, clip paths...) and the references to
+    them get the prefix `name-`, so no SVG takes another's."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    text = text[text.index("<svg"):]
+    text = re.sub(r'\bid="([^"]+)"', rf'id="{name}-\1"', text)
+    return re.sub(r'(url\(#|href="#)([^")]+)', rf"\g<1>{name}-\2", text)
 
 
 def png(fig: Figure) -> bytes:
