@@ -226,6 +226,9 @@ def report(job: Path = JobArg,
         def on_write(path: Path) -> None:
             if not written:  # once: watch mode rewrites quietly
                 out.print(f"report: {path.resolve().as_uri()}", highlight=False)
+                if watch:
+                    out.print(f"watching: rewritten every {every:g} s, the page reloads itself; Ctrl-C stops",
+                              highlight=False)
             written.append(path)
         h.report(out_file, watch=watch, every=every, on_write=on_write)
     _guard(go)

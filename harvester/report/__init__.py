@@ -43,15 +43,14 @@ def write_report(h: Harvester, out: Path, protected: list[tuple[str, Path]], *,
 
 
 def watch(h: Harvester, out: Path, protected: list[tuple[str, Path]], *, every: float = WATCH_SECONDS,
-          on_write: Callable[[Path], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
-    """Rewrite the report every `every` seconds until `stop()` (or Ctrl-C: KeyboardInterrupt, as elsewhere)."""
+          on_write: Callable[[Path], None] | None = None) -> None:
+    """Rewrite the report every `every` seconds, its page reloading itself as often, until Ctrl-C
+    (KeyboardInterrupt, which the CLI turns into exit 130 as everywhere)."""
     while True:
         began = time.monotonic()
         write_report(h, out, protected, refresh=every)
         if on_write is not None:
             on_write(out)
-        if stop():
-            return
         time.sleep(max(0.0, every - (time.monotonic() - began)))
 
 

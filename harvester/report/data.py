@@ -42,6 +42,7 @@ def public_teacher(teacher: Teacher) -> dict[str, Any]:
 
 
 def gather(h: Harvester, *, now: float | None = None) -> dict[str, Any]:
+    """Everything the page shows, as plain data: the commands' own figures, then the store's buckets."""
     store = h.store
     status: dict[str, Any] = dict(h.status())
     quota: dict[str, Any] = dict(h.quota())
