@@ -30,7 +30,8 @@ def harvested(sim_factory, make_job) -> Path:
     """A finished harvest with 429s, 5xx, refusals, a budget and an export; its job file."""
     sim = sim_factory(rpm=1200, headers=False, error_rate=0.05, refusal_rate=0.1, latency=0.005, seed=5)
     job = make_job(sim, n=60, teacher={"provider": "simulator", "limits": {"max_concurrency": 8, "rpm": 12000}},
-                   quota=QUOTA, export={"out": "data/t"})
+                   quota=QUOTA, export={"out": "data/t"},
+                   retry={"max_attempts": 12, "initial_wait": 0.01, "max_wait": 0.05})   # every job ends answered
     with Harvester.from_file(job) as h:
         assert h.run_sync(handle_signals=False).exit_code == 0
         h.export()
