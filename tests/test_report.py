@@ -28,7 +28,8 @@ QUOTA = {"usd_total": 5.0, "requests_per_run": 10_000, "prices": {"input_per_mto
 @pytest.fixture
 def harvested(sim_factory, make_job) -> Path:
     """A finished harvest with 429s, 5xx, refusals, a budget and an export; its job file."""
-    sim = sim_factory(rpm=1200, headers=False, error_rate=0.05, refusal_rate=0.1, latency=0.005, seed=5)
+    # 4 requests/s allowed, eight at a time sent: 429s even on a loaded machine
+    sim = sim_factory(rpm=240, headers=False, error_rate=0.05, refusal_rate=0.1, latency=0.005, seed=5)
     job = make_job(sim, n=60, teacher={"provider": "simulator", "limits": {"max_concurrency": 8, "rpm": 12000}},
                    quota=QUOTA, export={"out": "data/t"},
                    retry={"max_attempts": 12, "initial_wait": 0.01, "max_wait": 0.05})   # every job ends answered
@@ -47,7 +48,7 @@ def test_every_figure_sums_to_what_status_quota_and_stats_json_say(harvested: Pa
     assert sum(d["answers"]["answers"]) == status["done"] == d["headline"]["answers"] == 60
     assert sum(a["requests"]) == status["requests"] == d["headline"]["requests"]
     assert {k: sum(v) for k, v in a["by_kind"].items()} == status["errors_by_kind"]
-    assert sum(a["by_kind"]["http_429"]) == d["headline"]["rate_limited"] > 0
+    assert sum(a["by_kind"].get("http_429", [])) == d["headline"]["rate_limited"] > 0
     assert sum(a["retries"]) == status["requests"] - 60      # every job answered: each failure was retried
     assert sum(d["answers"]["prompt_tokens"]) == status["prompt_tokens"]
     assert sum(d["answers"]["completion_tokens"]) == status["completion_tokens"]

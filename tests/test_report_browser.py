@@ -37,13 +37,14 @@ def test_the_report_opens_offline_in_chromium_and_shows_the_stores_numbers(sim_f
     if browser is None:
         pytest.skip("no Chromium found (install Debian's chromium, as .ci/run does, or set HARVESTER_TEST_CHROMIUM)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (the test extra)")
-    # The simulator allows 10 requests/s and sends no rate-limit headers: the harvester, told 6,000/min,
-    # meets 429s and learns; 5% of answers are 5xx and 10% refusals (the export drops them).
-    sim = sim_factory(rpm=600, headers=False, error_rate=0.05, refusal_rate=0.1, latency=0.01, jitter=0.01, seed=3)
+    # The simulator allows 5 requests/s and sends no rate-limit headers: the harvester, told 6,000/min,
+    # meets 429s; 5% of answers are 5xx and 10% refusals (the export drops them).
+    sim = sim_factory(rpm=300, headers=False, error_rate=0.05, refusal_rate=0.1, latency=0.01, jitter=0.01, seed=3)
     job = make_job(sim, n=80, teacher={"provider": "simulator", "limits": {"max_concurrency": 8, "rpm": 6000}},
                    quota={"usd_total": 5.0, "tokens_per_day": 2_000_000,
                           "prices": {"input_per_mtok": 1.0, "output_per_mtok": 4.0}},
-                   export={"out": "data/t", "test_size": 0.1})
+                   export={"out": "data/t", "test_size": 0.1},
+                   retry={"max_attempts": 12, "initial_wait": 0.01, "max_wait": 0.05})
     r = cli("run", str(job), "--quiet", timeout=180)
     assert r.returncode == 0, r.stderr
     r = cli("export", str(job), timeout=180)
