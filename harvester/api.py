@@ -348,6 +348,8 @@ class Harvester:
         from .export.pipeline import run_export
         from .export.shaped import ShapedColumns
         from .export.source import StoreSource
+        from .report import export_plots
+        from .report.data import EXPORT_META, export_record
 
         cfg = self.job.export if workers is None else self.job.export.model_copy(update={"workers": workers})
         if test_size is not None:
@@ -373,8 +375,37 @@ class Harvester:
                                tokenizer=providers.tokenizer_for(self.job.teacher.model))
         self.last_export = run_export(source, target, cfg, fmt=format, name=self.job.name, card=card,
                                       protected=self._protected_paths(),
-                                      provenance=public_provenance(self.provenance()), shaped=shaped)
+                                      provenance=public_provenance(self.provenance()), shaped=shaped,
+                                      plots=export_plots)
+        # the report reads the export from the store: the stats.json just written, where, and when
+        store.set_meta(EXPORT_META + plan_key, export_record(self.last_export.as_dict(),
+                                                             str(self.last_export.out), time.time()))
         return datasets.load_from_disk(str(target / "hf"))
+
+    def report(self, out: str | Path | None = None, *, watch: bool = False, every: float = 3.0,
+               on_write: Callable[[Path], None] | None = None) -> Path:
+        """Write the harvest's report: one self-contained HTML page with plots, from the store alone (default:
+        `<job>-report.html` beside the SQLite store). It is written only where nothing is, or over a report
+        harvester wrote. `watch`: rewrite it every `every` seconds, the page reloading itself, until Ctrl-C
+        (KeyboardInterrupt)."""
+        from .report import watch as watch_report
+        from .report import write_report
+        from .report.page import default_out
+
+        if not self.store_exists():
+            raise ConfigError(f"report: job {self.job.name!r} has no store yet "
+                              f"({Store.describe_url(self.job.store or '')}): `harvester run` it first")
+        if not every > 0:
+            raise ConfigError(f"--every: {every:g} is not a number of seconds; give more than 0, e.g. 3")
+        target = Path(out) if out is not None else default_out(sqlite_path(self.job.store or ""), self.job.name)
+        protected = self._protected_paths()
+        if watch:
+            watch_report(self, target, protected, every=every, on_write=on_write)
+        else:
+            write_report(self, target, protected)
+            if on_write is not None:
+                on_write(target)
+        return target
 
     def _protected_paths(self) -> list[tuple[str, Path]]:
         """What an export must never replace: the store (its -wal and -shm files beside it), the job

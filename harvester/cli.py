@@ -212,6 +212,31 @@ def export(job: Path = JobArg,
 
 
 @app.command()
+def report(job: Path = JobArg,
+           out_file: Path | None = typer.Option(None, "--out", help="the HTML file (default: JOB-report.html "
+                                                "beside the store); only a new file or a report harvester wrote"),
+           watch: bool = typer.Option(False, "--watch", help="rewrite it every few seconds while a run goes on; "
+                                      "the page reloads itself; Ctrl-C stops"),
+           every: float = typer.Option(3.0, "--every", help="seconds between rewrites with --watch")) -> None:
+    """Draw JOB's harvest as one offline HTML page: rate against the limit, errors, latency, spend and
+    budgets, batches, the export's funnel and lengths, runs and terms. Open it in any browser."""
+    def go() -> None:
+        h = _harvester(job)
+        signal.signal(signal.SIGTERM, _interrupt)   # stop watching as on Ctrl-C
+        written: list[Path] = []
+
+        def on_write(path: Path) -> None:
+            if not written:  # once: watch mode rewrites quietly
+                out.print(f"report: {path.resolve().as_uri()}", highlight=False)
+                if watch:
+                    out.print(f"watching: rewritten every {every:g} s, the page reloads itself; Ctrl-C stops",
+                              highlight=False)
+            written.append(path)
+        h.report(out_file, watch=watch, every=every, on_write=on_write)
+    _guard(go)
+
+
+@app.command()
 def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port)"),
         latency: float = typer.Option(0.0, help="mean seconds per answer"),
         jitter: float = typer.Option(0.0, help="± seconds around the mean latency"),

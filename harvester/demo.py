@@ -43,6 +43,7 @@ def run_demo(job_path: Path | None, console: Console) -> int:
             f"{status['failed']} failures; {result.sent} requests sent this run "
             f"({sim.stats()['requests']} seen by the simulator); tokens {status['prompt_tokens']} in + "
             f"{status['completion_tokens']} out\n"
-            f"dataset: {report.out}  (train.jsonl, hf/)   store: {h.store.describe()}", highlight=False)
+            f"dataset: {report.out}  (train.jsonl, hf/)   store: {h.store.describe()}\n"
+            f"report: {h.report().resolve().as_uri()}  (open it in a browser)", highlight=False)
         h.close()
         return result.exit_code

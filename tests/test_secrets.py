@@ -1,6 +1,6 @@
 """Secrets: with a distinctive API key in the environment and a run full of errors, the key appears
 nowhere: not in the store's files, the CLI's output (with the openai SDK's debug logging on), the
-export, `status`/`quota` dumps, exception text or tracebacks, nor in any URL the teacher saw.
+export, the report, `status`/`quota` dumps, exception text or tracebacks, nor in any URL the teacher saw.
 
 The teacher here is worse than a real one: it echoes the Authorization header back in every error
 body (some proxies and gateways do), so the test also proves that harvester scrubs what it records.
@@ -97,7 +97,7 @@ def test_the_key_appears_nowhere(monkeypatch: pytest.MonkeyPatch, make_job, tmp_
         # A run with errors of every kind, then every command that prints or writes something.
         for args in (("run", str(job), "--quiet"), ("run", str(job)), ("status", str(job)),
                      ("status", str(job), "--json"), ("quota", str(job), "--json"), ("quota", str(job)),
-                     ("run", str(job), "--dry-run"), ("export", str(job))):
+                     ("run", str(job), "--dry-run"), ("export", str(job)), ("report", str(job))):
             r = cli(*args, env=env, timeout=120)
             assert r.returncode in (0, 1), (args, r.stderr[-2000:])
             outputs.append(f"$ {' '.join(args)}\n{r.stdout}\n{r.stderr}")
@@ -135,7 +135,7 @@ def test_the_key_appears_nowhere(monkeypatch: pytest.MonkeyPatch, make_job, tmp_
         leaks += _leaks(text, f"output {i}: {text[:60]!r}")
     leaks += [f"url {u}" for u in urls if any(s in u for s in SECRETS)]
     leaks += _scan_tree(job.parent / "data")            # the store (db, -wal, -shm) and the export
-    assert (job.parent / "data" / "t" / "train.jsonl").exists()
+    assert (job.parent / "data" / "t" / "train.jsonl").exists() and (job.parent / "data" / "t-report.html").exists()
     assert leaks == []
 
 

@@ -192,6 +192,8 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], v
     if report.get("decontamination"):
         lines += ["", "Decontamination hits per eval set: "
                   + ", ".join(f"{k}: {v:,}" for k, v in sorted(report["decontamination"].items()))]
+    if report.get("plots"):   # image files of the folder, linked relatively as Hub cards show them
+        lines += [""] + [f"![{p['title']}]({p['path']})" for p in report["plots"]]
     lines += ["", "## Tokens and cost", "",
               f"- exported rows: {report['prompt_tokens']:,} prompt + "
               f"{report['completion_tokens']:,} completion tokens",
@@ -208,5 +210,8 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], v
               "- `train.jsonl`" + (", `test.jsonl`" if "test" in rows else "") + ": one row per line",
               "- `parquet/`: zstd Parquet shards; `hf/`: `datasets.load_from_disk`",
               "- `dataset_info.json`: LLaMA-Factory's dataset index (where the format has one)",
-              "- `rejected.jsonl`: dropped rows with their reason; `stats.json`: these figures", ""]
+              "- `rejected.jsonl`: dropped rows with their reason; `stats.json`: these figures"]
+    if report.get("plots"):
+        lines.append("- `plots/`: the figures above (`harvester report` draws them with the harvest's)")
+    lines.append("")
     return "\n".join(lines)

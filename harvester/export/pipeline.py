@@ -41,6 +41,7 @@ from .decontam import Decontaminator, load_eval_texts
 from .dedup import NearDupConfig, record_text
 from .filters import FilterConfig
 from .formats import FORMATS, JSONL_EXTRAS, keep_columns, table_row, with_reasoning
+from .lengths import length_histogram
 from .shaped import ShapedColumns
 from .staging import new_staging, swap_in
 from .target import Protected, absolute, previous_export, write_marker
@@ -48,6 +49,7 @@ from .writers import SplitWriter, write_hf, write_llamafactory_info
 
 PARALLEL_MIN_ROWS = 20_000      # below this, starting processes costs more than it saves
 SLICES_PER_WORKER = 4           # smaller slices even out workers that run at different speeds
+CLUSTER_EXAMPLES = 3            # near-duplicate clusters named in stats.json and the report, the biggest
 SLICE_ROWS = 25_000             # at most (on average): a worker's memory stays flat as exports grow
 
 
@@ -72,6 +74,7 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)                # split → rows written
     steps: list[tuple[str, int, int]] = field(default_factory=list)   # (step, kept, dropped)
     near_dup_clusters: int = 0
+    clusters: list[dict[str, Any]] = field(default_factory=list)      # the biggest: kept seq, removed seqs
     decontamination: dict[str, int] = field(default_factory=dict)     # eval set → rows dropped
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -88,6 +91,8 @@ class ExportReport:
     tokenizer: str | None = None                                      # the logprobs' tokens' tokenizer, where known
     notes: list[str] = field(default_factory=list)                    # what the user should know (no test split...)
     provenance: Provenance | None = None                              # runs, channels, cost (Harvester.provenance)
+    lengths: Counter[tuple[int, bool]] = field(default_factory=Counter)  # rows selected by (tokens out, truncated)
+    plots: list[tuple[str, str]] = field(default_factory=list)        # (title, path in the folder) of the card
 
     @property
     def kept(self) -> int:
@@ -98,14 +103,15 @@ class ExportReport:
         return {"out": self.out.name, "format": self.format, "selected": self.selected,
                 "dropped": dict(self.dropped), "rows": self.rows,
                 "steps": [{"step": s, "kept": k, "dropped": d} for s, k, d in self.steps],
-                "near_dup_clusters": self.near_dup_clusters, "decontamination": self.decontamination,
+                "near_dup_clusters": self.near_dup_clusters, "clusters": self.clusters,
+                "decontamination": self.decontamination, "lengths": length_histogram(self.lengths),
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "reasoning_rows": self.reasoning_rows, "reasoning": self.reasoning,
                 "multi_turn_rows": self.multi_turn_rows, "keep": self.keep, "notes": self.notes,
                 "schemas": self.schemas, "logprobs_rows": self.logprobs_rows,
                 "without_logprobs": self.without_logprobs, "logprobs_asked": self.logprobs_asked,
                 "tokenizer": self.tokenizer,
-                "provenance": self.provenance}
+                "provenance": self.provenance, "plots": [{"title": t, "path": p} for t, p in self.plots]}
 
 
 def split_of(job_id: str, test_size: float) -> str:
@@ -276,9 +282,11 @@ class _Rejects:
         self.file.close()
 
 
-def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects) -> Iterator[Record]:
-    """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`.
-    Rows answered after pass 1 are left for the next export."""
+def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Rejects,
+               lengths: Counter[tuple[int, bool]]) -> Iterator[Record]:
+    """Pass 2: the rows pass 1 kept, minus near-duplicates; every other row goes to `rejects`. Every row
+    selected is counted in `lengths` by (completion tokens, truncated). Rows answered after pass 1 are
+    left for the next export."""
     v, near = decisions.verdicts, decisions.near
     seqs, codes = v.seq.tolist(), v.code.tobytes()   # plain Python: per-row numpy indexing is slow
     # an exact duplicate's kept row always comes first (the earliest of its group): remember its job id
@@ -291,6 +299,7 @@ def _survivors(records: Iterable[Record], decisions: Decisions, rejects: _Reject
             i += 1
         if i == n or seqs[i] != rec.seq:
             continue
+        lengths[(rec.completion_tokens or 0, rec.finish_reason == "length")] += 1
         if rec.seq in heads:
             head_ids[rec.seq] = rec.job_id
         reason = v.reason(i) if codes[i] else None
@@ -317,10 +326,12 @@ def check_out(source: RecordSource, out: Path, name: str, protected: Iterable[Pr
 def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | None = None,
                name: str = "dataset", card: Callable[[ExportReport], str] | None = None,
                protected: Iterable[Protected] = (), provenance: Provenance | None = None,
-               shaped: ShapedColumns | None = None) -> ExportReport:
+               shaped: ShapedColumns | None = None,
+               plots: Callable[[dict[str, Any], Path], list[tuple[str, str]]] | None = None) -> ExportReport:
     """Export `source` into `out`, replaced whole on success. `protected`: (what, path) that must never be
     inside what the export replaces (the store, the job file, prompt sets). `provenance` goes into
-    `stats.json` as given, and the card reads it from there (one source for both)."""
+    `stats.json` as given, and the card reads it from there (one source for both). `plots` draws the
+    report's figures into the folder as image files and says which (title, relative path), for the card."""
     fmt = fmt or settings.format
     if fmt not in FORMATS:
         raise ConfigError(f"export.format: unknown format {fmt!r}; choose from {', '.join(sorted(FORMATS))}")
@@ -342,8 +353,8 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
     staging = new_staging(out)
     rejects = _Rejects(staging / "rejected.jsonl")
     try:
-        _write_rows(_survivors(source.records(), decisions, rejects), staging, fmt, settings, report, promoted,
-                    shaped, rejects)
+        survivors = _survivors(source.records(), decisions, rejects, report.lengths)
+        _write_rows(survivors, staging, fmt, settings, report, promoted, shaped, rejects)
         rejects.close()
         if decisions.near is not None:
             kept = report.steps[-1][1] if report.steps else report.selected
@@ -351,10 +362,15 @@ def run_export(source: RecordSource, out: Path, settings: Export, *, fmt: str | 
             report.steps.append(("near-duplicate removal", kept - removed, removed))
             if removed:
                 report.dropped["near_duplicate"] = removed
-            report.near_dup_clusters = len(decisions.near.clusters())
+            clusters = decisions.near.clusters()
+            report.near_dup_clusters = len(clusters)
+            biggest = sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:CLUSTER_EXAMPLES]
+            report.clusters = [{"kept": k, "removed": len(v), "examples": v[:2]} for k, v in biggest]
         if settings.test_size > 0 and not report.rows.get("test"):
             report.notes.append(no_test or "no test split: the rows drawn for it were removed as near-duplicates")
         report.llamafactory = write_llamafactory_info(staging, name, fmt, sorted(report.rows))
+        if plots is not None:
+            report.plots = plots(report.as_dict(), staging)
         (staging / "stats.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if card is not None:
             (staging / "README.md").write_text(card(report), encoding="utf-8")

@@ -21,7 +21,7 @@ MARKER = ".harvester-export.json"
 # What an export writes at its top level: a folder holding only these (and stats.json) is an export
 # written before the marker existed.
 EXPORT_NAMES = frozenset({"train.jsonl", "test.jsonl", "parquet", "hf", "dataset_info.json", "README.md",
-                          "rejected.jsonl", "stats.json", MARKER})
+                          "rejected.jsonl", "stats.json", "plots", MARKER})
 Protected = tuple[str, Path]   # (what it is, e.g. "the store"; its path)
 
 
