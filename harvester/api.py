@@ -33,7 +33,7 @@ from .hashing import content_hash
 from .prompts import plan
 from .quota import QuotaGuard, check_quota_config, prices_for, request_cost
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
-from .results import EarlierPlans, Estimate, Provenance, QuotaReport, Status, StoreStatus
+from .results import EarlierPlans, Estimate, LedgerCost, Provenance, QuotaReport, Status, StoreStatus
 from .schedule import RunSchedule, run_schedule
 from .store import Store, ledger, sqlite_path
 from .teacher import Teacher
@@ -357,7 +357,17 @@ class Harvester:
         description = plans.decode(self.store.get_meta(plans.META_PREFIX + plan_key)) or {}
         return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
                 "plan_key": plan_key, **s,
-                "merged": description.get("merged", 0)}  # duplicate prompt rows merged into one job at planning
+                "merged": description.get("merged", 0),  # duplicate prompt rows merged into one job at planning
+                "cost": self._ledger_cost()}
+
+    def _ledger_cost(self) -> LedgerCost | None:
+        """The quota ledger's totals (kept with budgets): paid, at list price, and what each saving took off."""
+        total = ledger.totals(self.store, ["total"])["total"]
+        if not total["requests"]:
+            return None
+        return {"usd": float(total["usd"]), "usd_list": float(total["usd_list"]),
+                "saved_cache": float(total["saved_cache"]), "saved_hour": float(total["saved_hour"]),
+                "saved_batch": float(total["saved_batch"]), "cached_tokens": int(total["cached_tokens"])}
 
     def export(self, out: str | Path | None = None, format: str | None = None,
                workers: int | None = None, test_size: float | None = None) -> datasets.DatasetDict:
@@ -419,16 +429,14 @@ class Harvester:
         usd = sum(c["usd"] for c in p["channels"].values())
         at_sync = sum(c["usd_at_sync_price"] for c in p["channels"].values())
         listed = request_cost(prices, p["prompt_tokens"], p["completion_tokens"])
-        total = ledger.totals(self.store, ["total"])["total"]
-        spent = {k: float(total[k]) for k in ("usd", "usd_list", "saved_cache", "saved_hour", "saved_batch")}
+        spent = self._ledger_cost()
         p["cost"] = {"input_per_mtok": prices.rates.input, "output_per_mtok": prices.rates.output,
                      "cached_input_per_mtok": prices.rates.cached_input, "batch_factor": factor, "usd": usd,
-                     "usd_at_sync_price": at_sync, "saved_usd": at_sync - usd, "ledger_usd": spent["usd"],
+                     "usd_at_sync_price": at_sync, "saved_usd": at_sync - usd,
+                     "ledger_usd": spent["usd"] if spent else 0.0,
                      "cached_tokens": sum(c["cached_tokens"] for c in p["channels"].values()), "usd_list": listed,
                      "saved_cache_usd": listed - at_sync,
-                     "ledger": {"usd": spent["usd"], "usd_list": spent["usd_list"], "saved_cache": spent["saved_cache"],
-                                "saved_hour": spent["saved_hour"], "saved_batch": spent["saved_batch"]}
-                     if total["requests"] else None}
+                     "ledger": spent}
         return p
         factor = batch_factor(self.job)
         for name, c in p["channels"].items():

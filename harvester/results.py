@@ -91,6 +91,7 @@ class Status(StoreStatus):
     planned: bool
     plan_key: str
     merged: NotRequired[int]         # duplicate prompt rows merged into one job at planning
+    cost: NotRequired[LedgerCost | None]   # the quota ledger's totals: paid, list price, savings (with budgets)
 
 
 # --- quota -------------------------------------------------------------------------------------
@@ -143,7 +144,9 @@ class Expected(TypedDict):
 
     input_tokens: int
     output_tokens: int
-    usd: float | None
+    usd: float | None                # what they are expected to cost: cached as so far, at the hour they are sent
+    usd_list: float | None           # the same tokens at list price (harvester.pricing)
+    cached_share: float              # of input tokens, served from the prompt cache so far
     from_answers: int
 
 
@@ -212,6 +215,9 @@ class ProvenanceCost(TypedDict):
 
 
 class LedgerCost(TypedDict):
+    """The quota ledger's totals: paid, at list price, and what caching, the hour and batches saved."""
+
+    cached_tokens: int
     usd: float
     usd_list: float
     saved_cache: float
