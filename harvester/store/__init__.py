@@ -614,7 +614,7 @@ def _v2_batches(conn: Connection) -> None:
 def _v3_prices(conn: Connection) -> None:
     """v3 -> v4: the ledger keeps list price and savings (cache, hour, batch) beside what was paid; jobs
     keep the order they are sent in (`group_seq`, harvester.cacheorder)."""
-    for table in ("usage", "usage_total"):
+    for table in ("usage", "usagetotal"):
         conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0"))
         for column in ("usd_list", "saved_cache", "saved_hour", "saved_batch"):
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} FLOAT NOT NULL DEFAULT 0"))
