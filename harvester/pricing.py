@@ -54,13 +54,13 @@ def worst_usd(price: ModelPrice, input_tokens: float, output_tokens: float) -> f
     """A request's worst case: every input token at the highest input rate of the day (a cache
     write where it costs more than fresh input), every output token at the highest output rate."""
     top = highest(price)
-    return (input_tokens * max(top.input, _write(top)) + output_tokens * top.output) / 1e6
+    return _dollars((input_tokens, max(top.input, _write(top))), (output_tokens, top.output))
 
 
 def cost(price: ModelPrice, usage: TokenUsage, when: datetime | None, *, batch_factor: float = 1.0) -> Cost:
     """The usage's cost, sent at `when` (None: an hour not known, priced at the day's highest rates)."""
     top = highest(price)
-    listed = (usage.input * top.input + usage.output * top.output) / 1e6
+    listed = _dollars((usage.input, top.input), (usage.output, top.output))
     cached = _priced(top, usage)
     at_hour = cached if when is None else _priced(rates_at(price, when)[0], usage)
     paid = at_hour * batch_factor
@@ -71,7 +71,12 @@ def _priced(r: Rates, u: TokenUsage) -> float:
     cached = min(max(u.cached, 0), u.input)
     write = min(max(u.cache_write, 0), u.input - cached)
     fresh = u.input - cached - write
-    return (fresh * r.input + cached * _cached(r) + write * _write(r) + u.output * r.output) / 1e6
+    return _dollars((fresh, r.input), (cached, _cached(r)), (write, _write(r)), (u.output, r.output))
+
+
+def _dollars(*tokens_at_rate: tuple[float, float]) -> float:
+    """USD for (tokens, USD per million tokens) pairs: the one place a price is applied."""
+    return sum(tokens * rate for tokens, rate in tokens_at_rate) / 1e6
 
 
 def _cached(r: Rates) -> float:
