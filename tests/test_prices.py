@@ -11,7 +11,7 @@ from harvester import providers
 from harvester.cacheorder import grouped
 from harvester.config import Schedule, job_from_dict
 from harvester.errors import ConfigError
-from harvester.hours import hours, parse_span, parse_weekdays
+from harvester.hours import parse_span, parse_weekdays
 from harvester.pricing import TokenUsage, cost, highest, rates_at, worst_usd
 from harvester.providers.base import ModelPrice, Rates
 from harvester.providers.chat import cache_usage, read_completion

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import cli, popen_cli
 
@@ -110,7 +111,8 @@ def test_a_usd_budget_that_flat_pricing_would_stop_early_is_used_to_its_end(
     assert ledger(job)["usd"] <= budget
 
 
-def test_deepseek_peak_hours_cost_twice_the_off_peak_ones(tmp_path: Path, sim_factory: Callable[..., Simulator]) -> None:
+def test_deepseek_peak_hours_cost_twice_the_off_peak_ones(tmp_path: Path,
+                                                          sim_factory: Callable[..., Simulator]) -> None:
     paid = {}
     for label, now in (("peak", "2026-12-01T02:00:00Z"), ("off_peak", "2026-12-01T12:00:00Z")):
         job = write_job(tmp_path / label, sim_factory(), 20, quota={"usd_total": 10.0, "prices": None},
@@ -124,7 +126,6 @@ def test_deepseek_peak_hours_cost_twice_the_off_peak_ones(tmp_path: Path, sim_fa
 
 
 def pytest_approx(x: float) -> Any:
-    import pytest
     return pytest.approx(x, rel=1e-9)
 
 
