@@ -276,7 +276,7 @@ class Store:
         now = time.time()
         claimable = sa.or_(J.c.status == "pending", sa.and_(J.c.status == "leased", J.c.lease_expires < now))
         pick = (sa.select(J.c.id).where(J.c.plan_key == plan_key, claimable)
-                .order_by(sa.func.coalesce(J.c.group_seq, J.c.seq), J.c.seq).limit(n))
+                .order_by(J.c.group_seq, J.c.seq).limit(n))   # (ix_job_claim_group; every row has one since v4)
         if max_seq is not None:
             pick = pick.where(J.c.seq <= max_seq)
         if not self.is_sqlite:
