@@ -21,9 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, plans, providers, reasons
+from . import __version__, cacheorder, plans, pricing, providers, reasons
 from .batch_client import client_for
 from .batches import BatchProgress, BatchRunner, batch_factor, check_batch_config, protocol_for
+from .clock import utc_now
 from .config import Job, load_job
 from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
@@ -31,9 +32,10 @@ from .gcpause import frozen_heap
 from .hashing import content_hash
 from .logprobs import wanted
 from .prompts import plan
-from .quota import QuotaGuard, check_quota_config, prices_for, request_cost, utc_now
+from .quota import QuotaGuard, check_quota_config, prices_for, request_cost
 from .reasons import EXIT_CODES  # re-exported: harvester.api.EXIT_CODES, as it always was
-from .results import EarlierPlans, Estimate, Provenance, QuotaReport, Status, StoreStatus
+from .results import EarlierPlans, Estimate, LedgerCost, Provenance, QuotaReport, Status, StoreStatus
+from .schedule import RunSchedule, run_schedule
 from .shape_load import shapes_for
 from .store import Store, ledger, sqlite_path
 from .teacher import Teacher
@@ -157,7 +159,7 @@ class Harvester:
             new = 0
         else:
             reader = plans.PlanReader(self.job)
-            new = self.store.plan(reader, plan_key)
+            new = self.store.plan(cacheorder.grouped(reader, self.job.cache_order), plan_key)
             # A prompt repeated in the files is one job: count what the store holds, not what was read.
             description = reader.description(self.store.count_jobs(plan_key))
             self.store.set_meta(meta_key, plans.encode(description))
@@ -174,8 +176,8 @@ class Harvester:
     async def run(self, *, on_progress: Callable[[Progress], None] | None = None,
                   handle_signals: bool = True, retry_failed: bool = False, limit: int | None = None,
                   on_plan: Callable[[PlanSummary], None] | None = None, mode: str | None = None,
-                  detach: bool = False, on_batch_progress: Callable[[BatchProgress], None] | None = None
-                  ) -> RunResult:
+                  detach: bool = False, on_batch_progress: Callable[[BatchProgress], None] | None = None,
+                  no_wait: bool = False, on_wait: Callable[[str], None] | None = None) -> RunResult:
         """Send every job not yet answered; returns why the run ended (see `RunResult.exit_code`).
 
         `retry_failed`: send the plan's failed jobs again too, permanent failures included (after
@@ -183,7 +185,9 @@ class Harvester:
         plan order (the plan stays whole; a later run sends the rest). `on_plan` is told the plan (its
         duplicates merged, its earlier versions) once planned, before anything is sent. `mode` overrides
         `teacher.mode`: "batch" sends through the provider's batch API (harvester.batches), and `detach`
-        then returns once everything is submitted."""
+        then returns once everything is submitted. Outside the job's `schedule` nothing is sent: the run
+        tells `on_wait` when it opens and waits for it, or with `no_wait` returns at once ("closed"),
+        and, when a window closes while it runs, does the same."""
         if limit is not None and limit < 1:
             raise ConfigError(f"--limit: {limit} is not a number of jobs; give 1 or more")
         mode = mode or self.job.teacher.mode
@@ -195,6 +199,15 @@ class Harvester:
         # Config errors before anything is written: a run refused for bad input leaves the store as it was.
         self.job.teacher.api_key()
         check_quota_config(self.job)
+        schedule = run_schedule(self.job.schedule, prices_for(self.job), self.job.teacher.model)
+        if schedule is not None and not schedule.open(self.clock()):
+            if no_wait:   # before anything is written
+                now = self.clock()
+                opens = schedule.next_open(now)
+                when = schedule.describe(opens, now) if opens else "no time within a week"
+                return RunResult("closed", f"outside the schedule: nothing was sent; it opens at {when}: rerun "
+                                 "then, or without --no-wait to wait for it", 0, 0, 0, {})
+            await self._wait_for(schedule, on_wait)
         summary = self.plan()
         store = self.store
         teacher = Teacher(self.job.teacher)
@@ -229,7 +242,8 @@ class Harvester:
             before = store.count_states(summary.plan_key, max_seq)
         crawler = Crawler(self.job, store, teacher, plan_key=summary.plan_key, run_id=run_id, owner=owner,
                           quota=guard if guard.active else None, total=sum(before.values()),
-                          done_before=before["done"], failed_before=before["failed"], max_seq=max_seq)
+                          done_before=before["done"], failed_before=before["failed"], max_seq=max_seq,
+                          schedule=schedule, no_wait=no_wait, on_wait=on_wait, clock=self.clock)
         self._crawler = crawler
         learned_key = "learned_rate:" + content_hash([self.job.teacher.base_url, self.job.teacher.model])
         if (learned := store.get_meta(learned_key)) is not None:   # the last run's rate, not the slow start
@@ -251,6 +265,16 @@ class Harvester:
             self._crawler = None
         return RunResult(outcome.reason, outcome.message, outcome.sent, outcome.answered, outcome.failed,
                          dict(outcome.errors), store.status(summary.plan_key), outcome.notes)
+
+    async def _wait_for(self, schedule: RunSchedule, on_wait: Callable[[str], None] | None) -> None:
+        """Sleep until the schedule opens (a minute at a time, by the run's clock), having said until when."""
+        now = self.clock()
+        opens = schedule.next_open(now)
+        if on_wait is not None:
+            on_wait(f"waiting until {schedule.describe(opens, now) if opens else 'no time within a week'}")
+        while not schedule.open(now := self.clock()):
+            opens = schedule.next_open(now)
+            await asyncio.sleep(max(0.05, min(60.0, (opens - now).total_seconds() if opens else 60.0)))
 
     async def _run_batches(self, plan_key: str, run_id: int, guard: QuotaGuard, max_seq: int | None, detach: bool,
                            on_progress: Callable[[BatchProgress], None] | None, handle_signals: bool) -> RunResult:
@@ -336,7 +360,17 @@ class Harvester:
         description = plans.decode(self.store.get_meta(plans.META_PREFIX + plan_key)) or {}
         return {"job": self.job.name, "store": self.store.describe(), "planned": s["jobs"] > 0,
                 "plan_key": plan_key, **s,
-                "merged": description.get("merged", 0)}  # duplicate prompt rows merged into one job at planning
+                "merged": description.get("merged", 0),  # duplicate prompt rows merged into one job at planning
+                "cost": self._ledger_cost()}
+
+    def _ledger_cost(self) -> LedgerCost | None:
+        """The quota ledger's totals (kept with budgets): paid, at list price, and what each saving took off."""
+        total = ledger.totals(self.store, ["total"])["total"]
+        if not total["requests"]:
+            return None
+        return {"usd": float(total["usd"]), "usd_list": float(total["usd_list"]),
+                "saved_cache": float(total["saved_cache"]), "saved_hour": float(total["saved_hour"]),
+                "saved_batch": float(total["saved_batch"]), "cached_tokens": int(total["cached_tokens"])}
 
     def export(self, out: str | Path | None = None, format: str | None = None,
                workers: int | None = None, test_size: float | None = None) -> datasets.DatasetDict:
@@ -429,6 +463,23 @@ class Harvester:
         if prices is None:
             p["cost"] = None
             return p
+        factor = batch_factor(self.job)
+        for name, c in p["channels"].items():   # the hour each answer was sent is the ledger's to know
+            usage = pricing.TokenUsage(c["prompt_tokens"], c["completion_tokens"], c["cached_tokens"])
+            c["usd_at_sync_price"] = pricing.cost(prices, usage, None).paid
+            c["usd"] = pricing.cost(prices, usage, None, batch_factor=factor if name == "batch" else 1.0).paid
+        usd = sum(c["usd"] for c in p["channels"].values())
+        at_sync = sum(c["usd_at_sync_price"] for c in p["channels"].values())
+        listed = request_cost(prices, p["prompt_tokens"], p["completion_tokens"])
+        spent = self._ledger_cost()
+        p["cost"] = {"input_per_mtok": prices.rates.input, "output_per_mtok": prices.rates.output,
+                     "cached_input_per_mtok": prices.rates.cached_input, "batch_factor": factor, "usd": usd,
+                     "usd_at_sync_price": at_sync, "saved_usd": at_sync - usd,
+                     "ledger_usd": spent["usd"] if spent else 0.0,
+                     "cached_tokens": sum(c["cached_tokens"] for c in p["channels"].values()), "usd_list": listed,
+                     "saved_cache_usd": listed - at_sync,
+                     "ledger": spent}
+        return p
         factor = batch_factor(self.job)
         for name, c in p["channels"].items():
             at_sync = request_cost(prices, c["prompt_tokens"], c["completion_tokens"])

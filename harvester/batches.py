@@ -19,13 +19,15 @@ from typing import Any
 
 from . import providers
 from .batch_client import BatchClient
+from .clock import utc_now
 from .config import Job
 from .crawler import RunOutcome, input_token_bound
 from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError
 from .logprobs import pack
+from .pricing import TokenUsage
 from .providers import anthropic_batch
 from .providers.batch import BatchState, LineResult
-from .quota import QuotaGuard, utc_now
+from .quota import QuotaGuard, prices_for
 from .shape import Invalid, check_answer
 from .shape_load import model_checks
 from .store import Store
@@ -74,8 +76,9 @@ def check_batch_config(job: Job) -> None:
 def batch_factor(job: Job) -> float:
     """The share of the synchronous price a batch pays: the job's `quota.prices.batch_factor`, else
     the provider's (its room), else 1 (no discount known: budgets stay safe)."""
-    if job.quota.prices is not None and job.quota.prices.batch_factor is not None:
-        return job.quota.prices.batch_factor
+    price = prices_for(job)   # the job file's quota.prices.batch_factor, else the model's own
+    if price is not None and price.batch_factor is not None:
+        return price.batch_factor
     found = providers.identify(job.teacher.provider, job.teacher.base_url)
     if found is None and job.quota.prices is None and (priced := providers.price_for(job.teacher.model)):
         found = priced[0]
@@ -322,18 +325,24 @@ class BatchRunner:
         retry = self.job.retry.max_attempts
         if line.fate == "answered" and line.answer is not None:
             a = line.answer
-            usd = self.guard.cost(a.prompt_tokens or 0, a.completion_tokens or 0) * self.factor if self.guard else 0.0
+            cached = a.meta.get("cached_tokens", 0)
+            usage = TokenUsage(a.prompt_tokens or 0, a.completion_tokens or 0, cached,
+                               a.meta.get("cache_write_tokens", 0))
+            # priced by the hour its result is read: a batch's lines run at times the provider does not say
+            cost = self.guard.priced(usage, self.guard.clock(), self.factor) if self.guard else None
+            usd = cost.paid if cost else 0.0
             bad = check_answer(shape, a.content, a.finish_reason, self.models) if shape is not None else None
             if isinstance(bad, Invalid):   # paid, counted as an attempt; a later batch asks again, within the bound
                 return sb.LineOutcome(line.custom_id, error_kind=bad.kind, message=bad.message, retry=True,
                                       permanent=True, max_attempts=1 + self.job.retry.invalid_answers,
-                                      prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, usd=usd)
+                                      prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens, usd=usd,
+                                      cached_tokens=cached, cost=cost)
             return sb.LineOutcome(line.custom_id, answer={
                 "model": a.model, "content": a.content, "finish_reason": a.finish_reason, "reasoning": a.reasoning,
                 "prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "latency": 0.0,
                 "raw": {**a.meta, "batch": state.id},
                 "logprobs": pack(a.logprobs) if a.logprobs is not None else None}, prompt_tokens=a.prompt_tokens,
-                completion_tokens=a.completion_tokens, usd=usd)
+                completion_tokens=a.completion_tokens, usd=usd, cached_tokens=cached, cost=cost)
         message = f"{line.kind}: {line.detail}" if line.detail else line.kind
         if line.fate in ("expired", "cancelled"):   # never ran: no attempt, no charge; a later batch sends it
             return sb.LineOutcome(line.custom_id, error_kind=line.kind or line.fate, message=message, retry=True,

@@ -84,7 +84,9 @@ def run(job: Path = JobArg,
         mode: str | None = typer.Option(None, "--mode", help="sync or batch (the provider's batch API, at its "
                                            "batch price); default: teacher.mode"),
         detach: bool = typer.Option(False, "--detach", help="batch mode: submit, then exit (5); a later run or "
-                                    "`status` reads the answers")) -> None:
+                                    "`status` reads the answers"),
+        no_wait: bool = typer.Option(False, "--no-wait", help="outside the job's schedule, exit (6) instead of "
+                                     "waiting for its window to open")) -> None:
     """Send every prompt of JOB that has no answer yet, and keep each answer as it arrives.
 
     Safe to stop at any moment (Ctrl-C, kill -9) and to rerun: answered prompts are never sent again.
@@ -120,13 +122,20 @@ def run(job: Path = JobArg,
             out.print(f"batches: {states}; {p.lines_open:,} lines waiting; job: {p.done:,}/{p.total:,} done, "
                       f"{p.failed:,} failed{cost}" + "".join(f"\n  {n}" for n in p.notes), highlight=False,
                       markup=False)
+        def on_wait(text: str) -> None:   # even with --quiet: a run that sends nothing says why
+            err.print(text, highlight=False, markup=False)
         try:
             result = h.run_sync(on_progress=display, retry_failed=retry_failed, limit=limit, on_plan=on_plan,
-                                mode=mode, detach=detach, on_batch_progress=on_batches)
+                                mode=mode, detach=detach, on_batch_progress=on_batches, no_wait=no_wait,
+                                on_wait=on_wait)
         finally:
             if display:
                 display.close()
         s = result.status
+        if not s:   # stopped before the plan was read (outside the schedule, --no-wait)
+            (err if result.exit_code else out).print(f"run {result.reason}: {result.message}", highlight=False,
+                                                     markup=False)
+            return result.exit_code
         trial = f" (trial --limit {limit}: the first {min(limit, s['jobs']):,} of {s['jobs']:,} jobs)" if limit else ""
         out.print(f"run {result.reason}{trial}: sent {result.sent} requests, {result.answered} answered, "
                   f"{result.failed} failed; job: {s['done']}/{s['jobs']} done, {s['failed']} failed, "
@@ -261,7 +270,11 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                                                   "(finish_reason length)"),
         no_logprobs: bool = typer.Option(False, "--no-logprobs", help="send no logprobs even when asked (as a "
                                          "server that ignores the parameter)"),
-        log: Path | None = typer.Option(None, help="JSONL log of every request received"),
+        log: Path | None = typer.Option(None, help="JSONL log of every request received (answers with their "
+                                        "prompt, cached and completion tokens)"),
+        cache_slots: int = typer.Option(4, min=0, help="prompt cache: long first messages (1,024 tokens and more) "
+                                        "it holds, reported as cached tokens when seen again (0: none)"),
+        cache_ttl: float = typer.Option(300.0, help="prompt cache: seconds a first message stays after its last use"),
         batch_delay: float = typer.Option(0.0, help="batch APIs: seconds from a batch's creation to its end (its "
                                           "lines finish evenly over it)"),
         batch_error_rate: float = typer.Option(0.0, help="share of batch lines failing transiently (500; may pass "
@@ -301,7 +314,8 @@ def sim(port: int = typer.Option(8765, help="port on 127.0.0.1 (0: any free port
                         log_path=str(log) if log else None, batch_delay=batch_delay,
                         batch_error_rate=batch_error_rate, batch_invalid_rate=batch_invalid_rate,
                         batch_expire_after=batch_expire_after, batch_enqueued_tokens=batch_enqueued_tokens,
-                        batch_max_lines=batch_max_lines, batch_max_bytes=batch_max_bytes)
+                        batch_max_lines=batch_max_lines, batch_max_bytes=batch_max_bytes, cache_slots=cache_slots,
+                        cache_ttl=cache_ttl)
         serve_forever(cfg, port=port, ready_file=ready_file)
     _guard(go)
 

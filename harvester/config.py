@@ -26,6 +26,7 @@ from pydantic import (
 from .budgets import BUDGETS, METRICS
 from .errors import ConfigError
 from .export.names import ExportFormat
+from .hours import Span, parse_span, parse_weekdays
 from .prompts.formats import FORMATS
 
 
@@ -200,11 +201,75 @@ class Retry(_Model):
         "which the teacher counts as down: the run stops (exit 4) with those jobs still pending; null: never")
 
 
-class Prices(_Model):
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
+class _Rates(_Model):
+    input_per_mtok: float | None = Field(None, ge=0, description="fresh input, USD per million tokens")
+    output_per_mtok: float | None = Field(None, ge=0)
+    cached_input_per_mtok: float | None = Field(None, ge=0, description="input read from the provider's "
+                                                "prompt cache; default: the provider's, else as fresh input")
+    cache_write_per_mtok: float | None = Field(None, ge=0, description="input written to the prompt cache "
+                                               "(Anthropic); default: the provider's, else as fresh input")
+
+
+def _spans(v: list[str], weekdays: list[str] | None) -> tuple[Span, ...]:
+    days = parse_weekdays(weekdays)
+    return tuple(parse_span(text, days) for text in v)
+
+
+def _check_hours(v: list[str] | None) -> list[str] | None:
+    for text in v or []:
+        parse_span(text)          # raises with the form it wants
+    return v
+
+
+def _check_weekdays(v: list[str] | None) -> list[str] | None:
+    parse_weekdays(v)
+    return v
+
+
+class PriceWindow(_Rates):
+    """Hours with rates of their own (UTC); a rate left out is the standard one."""
+
+    hours_utc: list[str] = Field(min_length=1, description='e.g. ["01:00-04:00", "06:00-10:00"]; may cross midnight')
+    weekdays: list[str] | None = Field(None, description="e.g. [mon, tue, wed, thu, fri]; default: every day")
+    label: str = Field("window", description='how the hours are called in reports, e.g. "peak"')
+
+    _hours = field_validator("hours_utc")(_check_hours)
+    _weekdays = field_validator("weekdays")(_check_weekdays)
+
+    def spans(self) -> tuple[Span, ...]:
+        return _spans(self.hours_utc, self.weekdays)
+
+
+class Prices(_Rates):
+    """Overrides the built-in price of the model (harvester.providers), rate by rate; without one,
+    input_per_mtok and output_per_mtok are needed."""
+
     batch_factor: float | None = Field(None, gt=0, le=1, description="the share of these prices a batch pays "
                                        "(e.g. 0.5); default: the provider's, else 1")
+    windows: list[PriceWindow] | None = Field(None, description="hours with rates of their own; replaces the "
+                                              "built-in ones ([]: none)")
+
+
+class Schedule(_Model):
+    """When a run may send: `hours_utc` (and `weekdays`), or `off_peak` (the cheapest hours of the
+    model's price). Outside them a run waits (or, with --no-wait, exits); in flight requests finish."""
+
+    hours_utc: list[str] | None = Field(None, description='e.g. ["16:30-00:30"] (UTC; may cross midnight)')
+    weekdays: list[str] | None = Field(None, description="e.g. [sat, sun]; default: every day")
+    off_peak: bool = Field(False, description="the hours at the lowest rates of the model's price")
+    _hours = field_validator("hours_utc")(_check_hours)
+    _weekdays = field_validator("weekdays")(_check_weekdays)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        if self.off_peak and (self.hours_utc or self.weekdays):
+            raise ValueError("give either off_peak: true or hours_utc (and weekdays), not both")
+        if not self.off_peak and not self.hours_utc and not self.weekdays:
+            raise ValueError('give hours_utc (e.g. ["16:30-00:30"]), weekdays, or off_peak: true')
+        return self
+
+    def spans(self) -> tuple[Span, ...]:
+        return _spans(self.hours_utc or ["00:00-00:00"], self.weekdays)
 
 
 class BatchSettings(_Model):
@@ -334,6 +399,10 @@ class Job(_Model):
     retry: Retry = Field(default_factory=Retry)
     quota: Quota = Field(default_factory=Quota)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    schedule: Schedule | None = None
+    cache_order: bool = Field(True, description="send jobs whose first message is the same (a shared system "
+                              "prompt or few-shot block) one after another, so that the provider's prompt cache "
+                              "serves it; false: plan order")
     lease_seconds: float = Field(600.0, gt=0, description="a claimed job returns to the queue after this")
     _base: Path | None = PrivateAttr(None)      # the job file's folder: where response schemas are found
 

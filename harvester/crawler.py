@@ -14,11 +14,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
+from .clock import utc_now
 from .config import Job
 from .errors import (
     ConfigError,
@@ -34,6 +36,7 @@ from .logprobs import pack, wanted
 from .outage import OutageWatch, RejectionWatch
 from .providers import CANCELLED, UNKNOWN_ERROR
 from .ratelimit import Permit, RateLimiter
+from .schedule import RunSchedule
 from .shape import Invalid, check_answer
 from .shape_load import model_checks
 from .store import AnswerRow, AttemptRow, ClaimedJob, FailureRow, Store
@@ -49,7 +52,8 @@ class QuotaGate(Protocol):
 
     def reserve(self, job_id: str, input_tokens: int, output_tokens: int) -> Any: ...
     def settlement(self, reservation: Any, prompt_tokens: int | None, completion_tokens: int | None, *,
-                   sent: bool = True, billed_unknown: bool = False) -> Any: ...
+                   cached_tokens: int = 0, cache_write_tokens: int = 0, sent: bool = True,
+                   billed_unknown: bool = False) -> Any: ...
 
 
 @dataclass
@@ -116,7 +120,9 @@ class Crawler:
     def __init__(self, job: Job, store: Store, teacher: Teacher, *, plan_key: str, run_id: int,
                  owner: str, limiter: RateLimiter | None = None, quota: QuotaGate | None = None,
                  estimator: TokenEstimator | None = None, total: int = 0, done_before: int = 0,
-                 failed_before: int = 0, max_seq: int | None = None) -> None:
+                 failed_before: int = 0, max_seq: int | None = None, schedule: RunSchedule | None = None,
+                 no_wait: bool = False, on_wait: Callable[[str], None] | None = None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.job = job
         self.store = store
         self.teacher = teacher
@@ -133,6 +139,8 @@ class Crawler:
         self.total, self.done, self.failed = total, done_before, failed_before
         self.sent = self.answered = self.rate_limited = self.in_flight = self.truncated = 0
         self.max_seq = max_seq               # a trial (`run --limit N`): only the plan's jobs up to this seq
+        self.schedule, self.no_wait, self.on_wait, self.clock = schedule, no_wait, on_wait, clock
+        self.waiting_until: str | None = None   # outside the schedule: when it opens, as told
         self.prompt_tokens = self.completion_tokens = 0
         self.errors: Counter[str] = Counter()
         self.without_logprobs = 0            # answers to a request for logprobs that carried none
@@ -413,6 +421,8 @@ class Crawler:
         if isinstance(result, BaseException):
             return self.quota.settlement(reservation, None, None, billed_unknown=True)
         return self.quota.settlement(reservation, result.prompt_tokens, result.completion_tokens,
+                                     cached_tokens=result.raw.get("cached_tokens", 0),
+                                     cache_write_tokens=result.raw.get("cache_write_tokens", 0),
                                      billed_unknown=result.prompt_tokens is None and result.completion_tokens is None)
 
     async def _acquire(self, est_in: int) -> Permit:
@@ -420,6 +430,8 @@ class Crawler:
             while True:
                 if self._stopping:
                     raise _Stop
+                if self.schedule is not None and not await self._inside_schedule():
+                    continue
                 got = self.limiter.try_acquire(est_in, self.max_tokens)
                 if isinstance(got, Permit):
                     return got
@@ -428,6 +440,29 @@ class Crawler:
                     await asyncio.wait_for(self._wake.wait(), timeout=got)
                 except TimeoutError:
                     pass
+
+    async def _inside_schedule(self) -> bool:
+        """True inside the schedule's window. Outside it nothing is sent (what is in flight finishes):
+        with --no-wait the run stops ("closed"), else this waits a while (until it opens, a minute at
+        most, or a wake-up) and returns False, to be asked again."""
+        assert self.schedule is not None
+        now = self.clock()
+        if self.schedule.open(now):
+            self.waiting_until = None
+            return True
+        opens = self.schedule.next_open(now)
+        when = self.schedule.describe(opens, now) if opens else "no time within a week"
+        if self.no_wait:
+            self.stop("closed", f"the schedule's window closed: nothing more was sent (what was in flight "
+                      f"finished); it opens again at {when}: rerun then, or without --no-wait to wait for it")
+            raise _Stop
+        if self.waiting_until != when:
+            self.waiting_until = when
+            if self.on_wait is not None:
+                self.on_wait(f"waiting until {when}")
+        seconds = (opens - now).total_seconds() if opens else 60.0
+        await self._pause(max(0.05, min(60.0, seconds)))
+        return False
 
     def _record_attempt(self, job_id: str, started: float, status: int | None, kind: str | None,
                         retry_after: float | None, permit: Permit, reply: Reply | None = None) -> None:

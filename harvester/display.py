@@ -134,6 +134,8 @@ def status_table(status: Status) -> Table:
             continue
         table.add_row(labels.get(key, key.replace("_", " ")), f"{status.get(key, 0):,}")
     table.add_row("truncated answers (max_tokens ran out)", f"{status.get('truncated', 0):,}")
+    if cost := status.get("cost"):
+        table.add_row("cost (quota ledger)", spent_text(cost))
     if status.get("merged"):
         table.add_row("duplicate prompt rows merged into one job", f"{status['merged']:,}")
     for title, counts in (("errors by class (requests)", status.get("errors_by_kind", {})),
@@ -233,6 +235,13 @@ def _fmt(value: Any, usd: bool = False) -> str:
     return usd_text(value) if usd else f"{value:,.0f}"
 
 
+def spent_text(t: Mapping[str, Any]) -> str:
+    """`paid $0.06 of $0.20 at list price: caching saved $0.14, the hour $0.00, batches $0.00` (ledger totals)."""
+    return (f"paid {usd_text(t['usd'])} of {usd_text(t['usd_list'])} at list price "
+            f"({t.get('cached_tokens', 0):,} input tokens cached): caching saved {usd_text(t['saved_cache'])}, "
+            f"the hour {usd_text(t['saved_hour'])}, batches {usd_text(t['saved_batch'])}")
+
+
 def quota_table(report: QuotaReport) -> Table:
     t = report["total"]
     spent = f"all runs: {t['requests']:,} requests, {t['input_tokens']:,} in + {t['output_tokens']:,} out tokens"
@@ -250,6 +259,8 @@ def quota_table(report: QuotaReport) -> Table:
             table.add_row(b["name"], _fmt(b["used"], usd), _fmt(b["reserved"], usd), _fmt(b["left"], usd),
                           _fmt(b["limit"], usd), b["resets_at"])
         caption = [spent + (f", {usd_text(t['usd'])}" if report.get("prices") else "")]
+        if report.get("prices") and t.get("usd_list"):
+            caption.append(spent_text(t))
     terms = report.get("terms")
     if terms:
         caption.append(f"terms: {terms.get('provider') or 'unknown provider'}: training use "
@@ -264,11 +275,13 @@ def estimate_table(est: Estimate) -> Table:
     for col in ("", "input tokens", "output tokens", "cost"):
         table.add_column(col, justify="right" if col else "left")
     w = est["worst"]
-    table.add_row("worst case", _fmt(w["input_tokens"]), _fmt(w["output_tokens"]), _fmt(w["usd"], True))
+    table.add_row("worst case (list price)", _fmt(w["input_tokens"]), _fmt(w["output_tokens"]), _fmt(w["usd"], True))
     e = est["expected"]
     if e:
-        table.add_row(f"expected (from {e['from_answers']:,} answers)", _fmt(e["input_tokens"]),
-                      _fmt(e["output_tokens"]), _fmt(e["usd"], True))
+        table.add_row(f"expected at list price (from {e['from_answers']:,} answers)", _fmt(e["input_tokens"]),
+                      _fmt(e["output_tokens"]), _fmt(e.get("usd_list"), True))
+        table.add_row(f"expected cost ({e.get('cached_share', 0.0):.0%} of input cached, at the hour it is sent)",
+                      "", "", _fmt(e["usd"], True))
     else:
         table.add_row("expected", "needs some answers first", "", "")
     f = est.get("batch_factor", 1.0)

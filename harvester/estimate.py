@@ -13,12 +13,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from . import pricing
 from .batches import batch_factor
 from .config import Job
 from .crawler import input_token_bound
 from .plans import META_PREFIX, PlanReader, decode, earlier_plans
+from .providers import ModelPrice
 from .quota import check_quota_config, never_fits, prices_row, report, request_cost
 from .results import BudgetFit, Duration, EarlierPlans, Estimate, Expected, WorstCase
+from .schedule import run_schedule
 from .store import Store, ledger
 from .terms import check_terms
 from .tokens import TokenEstimator
@@ -82,8 +85,11 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
     if stats is not None:
         ratio, mean_out, n = stats
         exp_in, exp_out = raw_in * ratio, pending * mean_out
+        share = _cached_share(store, plan_key, others[0]["plan_key"] if others else None) if store else 0.0
         expected = {"input_tokens": round(exp_in), "output_tokens": round(exp_out),
-                    "usd": request_cost(prices, exp_in, exp_out) if prices else None, "from_answers": n}
+                    "usd": _expected_usd(job, prices, exp_in, exp_out, share, clock()),
+                    "usd_list": request_cost(prices, exp_in, exp_out) if prices else None,
+                    "cached_share": share, "from_answers": n}
     worst_out = pending * max_out if max_out is not None else None
     worst: WorstCase = {"input_tokens": int(worst_in), "output_tokens": worst_out,
                         "usd": request_cost(prices, worst_in, worst_out) if prices and worst_out is not None else None}
@@ -124,6 +130,30 @@ def dry_run(job: Job, store: Store | None, *, clock: Callable[[], datetime]) -> 
             "terms": terms.model_dump(mode="json"), "problems": problems, "exit_code": exit_code,
             "note": "worst case counts one attempt per pending job; retries of billed failures add to it",
             "mode": job.teacher.mode, "batch_factor": factor}
+
+
+def _cached_share(store: Store, plan_key: str, earlier: str | None) -> float:
+    """The share of input tokens the provider's cache served so far: this plan's answers, else the last plan's."""
+    for key in (plan_key, earlier):
+        if key is None:
+            continue
+        channels = store.provenance(key)["channels"].values()
+        prompt = sum(c["prompt_tokens"] for c in channels)
+        if prompt:
+            return sum(c["cached_tokens"] for c in channels) / prompt
+    return 0.0
+
+
+def _expected_usd(job: Job, prices: ModelPrice | None, input_tokens: float, output_tokens: float, share: float,
+                  now: datetime) -> float | None:
+    """What the expected tokens cost synchronously: cached as often as so far, at the rates in force
+    when the run would send (now, or when its schedule opens)."""
+    if prices is None:
+        return None
+    schedule = run_schedule(job.schedule, prices, job.teacher.model)
+    when = (schedule.next_open(now) if schedule is not None else now) or now
+    cached = round(input_tokens * share)
+    return pricing.cost(prices, pricing.TokenUsage(round(input_tokens), round(output_tokens), cached), when).paid
 
 
 def _answer_stats(store: Store, plan_key: str, estimator: TokenEstimator) -> tuple[float, float, int] | None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from . import providers
+from . import pricing, providers
 from .budgets import BUDGETS
-from .config import Job, Prices
+from .clock import utc_now
+from .config import Job
 from .errors import ConfigError, QuotaExceeded
+from .providers import ModelPrice, Rates, RateWindow
 from .results import BudgetRow, PricesRow, QuotaReport, QuotaTotals
 from .store import Store, ledger
 from .store.ledger import Budget, Overrun, Reservation, Settlement
@@ -27,23 +29,37 @@ from .units import count_text, usd_text
 # a budget below this plus max_tokens can never admit a request.
 MIN_INPUT_BOUND = 16
 
-def prices_for(job: Job) -> Prices | None:
-    """The job file's `quota.prices`, else the built-in list price of its model (harvester.providers)."""
-    if job.quota.prices is not None:
-        return job.quota.prices
+def prices_for(job: Job) -> ModelPrice | None:
+    """The model's built-in price (harvester.providers), each rate the job file's `quota.prices` gives
+    replacing the built-in one. None: no price known."""
     found = providers.price_for(job.teacher.model)
-    if found is None:
-        return None
-    _, (pin, pout) = found
-    return Prices(input_per_mtok=pin, output_per_mtok=pout)
+    base = found[1] if found is not None else None
+    o = job.quota.prices
+    if o is None:
+        return base
+    if base is None and (o.input_per_mtok is None or o.output_per_mtok is None):
+        raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
+                          "input_per_mtok and output_per_mtok")
+    rates = _rates(o, base.rates if base is not None else None)
+    windows = base.windows if base is not None and o.windows is None else tuple(
+        RateWindow(w.spans(), _rates(w, rates), w.label) for w in o.windows or [])
+    factor = o.batch_factor if o.batch_factor is not None else (base.batch_factor if base is not None else None)
+    return ModelPrice(rates, windows, factor)
+
+
+def _rates(o: Any, base: Rates | None) -> Rates:
+    """`o`'s rates (a `quota.prices` or one of its windows), each one it leaves out taken from `base`."""
+    def pick(mine: float | None, theirs: float | None) -> float | None:
+        return mine if mine is not None else theirs
+    fresh = pick(o.input_per_mtok, base.input if base else None)
+    output = pick(o.output_per_mtok, base.output if base else None)
+    assert fresh is not None and output is not None   # prices_for checks them
+    return Rates(fresh, output, pick(o.cached_input_per_mtok, base.cached_input if base else None),
+                 pick(o.cache_write_per_mtok, base.cache_write if base else None))
 
 
 def parse_budgets(job: Job) -> list[Budget]:
     return [Budget(name, *BUDGETS[name], float(limit)) for name, limit in job.quota.budgets().items()]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def resets_at(window: str, now: datetime) -> str:
@@ -68,13 +84,13 @@ class BudgetState:
         return max(0.0, self.limit - self.used - self.reserved)
 
 
-def check_quota_config(job: Job) -> tuple[list[Budget], Prices | None]:
+def check_quota_config(job: Job) -> tuple[list[Budget], ModelPrice | None]:
     """The job's budgets and prices; raises the quota's config errors (before a run writes anything)."""
     budgets, prices = parse_budgets(job), prices_for(job)
     if budgets and job.teacher.max_tokens is None:
         raise ConfigError("teacher.params.max_tokens: a quota needs max_tokens to bound each request's "
                           "cost; set it rather than let harvester guess")
-    if any(b.metric == "usd" for b in budgets) and prices is None:
+    if any(b.metric == "usd" for b in budgets) and prices is None:  # (prices_for raised if quota.prices is short)
         raise ConfigError(f"quota.prices: no built-in prices for model {job.teacher.model!r}; give "
                           "input_per_mtok and output_per_mtok")
     if budgets:  # before anything is written: a budget that not even the shortest request fits
@@ -84,13 +100,12 @@ def check_quota_config(job: Job) -> tuple[list[Budget], Prices | None]:
     return budgets, prices
 
 
-def request_cost(prices: Prices | None, input_tokens: float, output_tokens: float) -> float:
-    if prices is None:
-        return 0.0
-    return (input_tokens * prices.input_per_mtok + output_tokens * prices.output_per_mtok) / 1e6
+def request_cost(prices: ModelPrice | None, input_tokens: float, output_tokens: float) -> float:
+    """Tokens at list price: every input token fresh, at the day's highest rates (harvester.pricing)."""
+    return 0.0 if prices is None else pricing.worst_usd(prices, input_tokens, output_tokens)
 
 
-def never_fits(budgets: list[Budget], prices: Prices | None, input_tokens: int, output_tokens: int, *,
+def never_fits(budgets: list[Budget], prices: ModelPrice | None, input_tokens: int, output_tokens: int, *,
                shortest: bool = False) -> str | None:
     """The message for the first budget smaller than one request's worst case (`input_tokens` bound +
     `output_tokens` = max_tokens), or None. Such a budget admits nothing, in any window: it is a
@@ -139,6 +154,7 @@ class QuotaGuard:
                              budgets=self.budgets, now=time.time())
         if isinstance(got, Overrun):
             raise self._exceeded(got, now)
+        got.at = now   # reserved right before the send: the time that prices it
         return got
 
     def _exceeded(self, o: Overrun, now: datetime) -> QuotaExceeded:
@@ -151,14 +167,23 @@ class QuotaGuard:
             budget=b.name, used=o.used, limit=b.limit, resets_at=when)
 
     def settlement(self, r: Reservation, prompt_tokens: int | None, completion_tokens: int | None, *,
-                   sent: bool = True, billed_unknown: bool = False) -> Settlement:
-        """What to record once the request is over (the writer commits it with the answer)."""
+                   cached_tokens: int = 0, cache_write_tokens: int = 0, sent: bool = True,
+                   billed_unknown: bool = False, batch_factor: float = 1.0) -> Settlement:
+        """What to record once the request is over (the writer commits it with the answer): the usage
+        the provider reported, priced as in force when the request was reserved (right before its send)."""
         if not sent:
             return Settlement(r, False, 0, 0, 0.0)
         if billed_unknown:
             return Settlement(r, True, r.input_tokens, r.output_tokens, r.usd)
-        pin, pout = prompt_tokens or 0, completion_tokens or 0
-        return Settlement(r, True, pin, pout, self.cost(pin, pout))
+        usage = pricing.TokenUsage(prompt_tokens or 0, completion_tokens or 0, cached_tokens, cache_write_tokens)
+        priced = self.priced(usage, r.at or self.clock(), batch_factor)
+        return Settlement(r, True, usage.input, usage.output, priced.paid, cached_tokens=usage.cached,
+                          cost=priced)
+
+    def priced(self, usage: pricing.TokenUsage, when: datetime, batch_factor: float = 1.0) -> pricing.Cost:
+        if self.prices is None:
+            return pricing.Cost(0.0, 0.0)
+        return pricing.cost(self.prices, usage, when, batch_factor=batch_factor)
 
     def states(self) -> list[BudgetState]:
         now = self.clock()
@@ -172,11 +197,17 @@ class QuotaGuard:
         return out
 
 
-def prices_row(prices: Prices | None) -> PricesRow | None:
-    """The prices as a report shows them (`Prices.model_dump()`, typed)."""
+def prices_row(prices: ModelPrice | None) -> PricesRow | None:
+    """The prices as a report shows them: the standard rates, and the hours that have others."""
     if prices is None:
         return None
-    return {"input_per_mtok": prices.input_per_mtok, "output_per_mtok": prices.output_per_mtok}
+    r = prices.rates
+    return {"input_per_mtok": r.input, "output_per_mtok": r.output, "cached_input_per_mtok": r.cached_input,
+            "cache_write_per_mtok": r.cache_write, "batch_factor": prices.batch_factor,
+            "windows": [{"label": w.label, "hours_utc": [s.text() for s in w.spans],
+                         "weekdays": sorted(w.spans[0].weekdays) if w.spans and w.spans[0].weekdays else None,
+                         "input_per_mtok": w.rates.input, "output_per_mtok": w.rates.output,
+                         "cached_input_per_mtok": w.rates.cached_input} for w in prices.windows]}
 
 
 def _clean(v: float) -> float:
@@ -201,5 +232,8 @@ def report(job: Job, store: Store | None, *, clock: Callable[[], datetime] = utc
                              for s in states]
     total: QuotaTotals = {"requests": totals["requests"], "input_tokens": totals["input_tokens"],
                           "output_tokens": totals["output_tokens"], "usd": _clean(totals["usd"]),
-                          "requests_reserved": totals["requests_reserved"]}
+                          "requests_reserved": totals["requests_reserved"],
+                          "cached_tokens": totals["cached_tokens"], "usd_list": _clean(totals["usd_list"]),
+                          "saved_cache": _clean(totals["saved_cache"]), "saved_hour": _clean(totals["saved_hour"]),
+                          "saved_batch": _clean(totals["saved_batch"])}
     return {"budgets": rows, "prices": prices_row(prices), "total": total}

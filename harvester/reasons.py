@@ -39,6 +39,9 @@ REASONS: tuple[Reason, ...] = (
     Reason("detached", 5, "batch mode with --detach: everything is submitted and batches are open at the "
                           "provider; a later run or `status` reads their answers", "batches open (detached)",
            resumable=True),
+    Reason("closed", 6, "outside the job's schedule with --no-wait: nothing more is sent; rerun when its "
+                        "window opens (without --no-wait a run waits for it)", "outside the schedule (--no-wait)",
+           resumable=True),
     Reason("interrupted", 130, "stopped by Ctrl-C or SIGTERM: rerun to resume", "interrupted", resumable=True),
     Reason("deadline", None, "batch mode: a batch passed batch.deadline; the same run answers the rest "
                              "synchronously"),

@@ -11,10 +11,23 @@ from typing import Any, NotRequired, TypedDict
 
 
 class PricesRow(TypedDict):
-    """`config.Prices` dumped: USD per million tokens."""
+    """A model's price as reports show it (harvester.quota.prices_row): USD per million tokens."""
 
     input_per_mtok: float
     output_per_mtok: float
+    cached_input_per_mtok: float | None      # None: as fresh input
+    cache_write_per_mtok: float | None
+    batch_factor: float | None               # None: the provider's, else 1
+    windows: list[PriceWindowRow]
+
+
+class PriceWindowRow(TypedDict):
+    label: str
+    hours_utc: list[str]
+    weekdays: list[int] | None               # 0 = Monday; None: every day
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None
 
 
 class EarlierPlans(TypedDict):
@@ -78,6 +91,7 @@ class Status(StoreStatus):
     planned: bool
     plan_key: str
     merged: NotRequired[int]         # duplicate prompt rows merged into one job at planning
+    cost: NotRequired[LedgerCost | None]   # the quota ledger's totals: paid, list price, savings (with budgets)
 
 
 # --- quota -------------------------------------------------------------------------------------
@@ -99,8 +113,13 @@ class QuotaTotals(TypedDict):
     requests: int
     input_tokens: int
     output_tokens: int
-    usd: float
+    usd: float                       # what was paid
     requests_reserved: int
+    cached_tokens: int               # input tokens read from the provider's prompt cache
+    usd_list: float                  # the same usage at list price (harvester.pricing)
+    saved_cache: float               # what caching, the hour and batches took off it
+    saved_hour: float
+    saved_batch: float
 
 
 class QuotaReport(TypedDict):
@@ -125,7 +144,9 @@ class Expected(TypedDict):
 
     input_tokens: int
     output_tokens: int
-    usd: float | None
+    usd: float | None                # what they are expected to cost: cached as so far, at the hour they are sent
+    usd_list: float | None           # the same tokens at list price (harvester.pricing)
+    cached_share: float              # of input tokens, served from the prompt cache so far
     from_answers: int
 
 
@@ -173,6 +194,7 @@ class ChannelAnswers(TypedDict):
     answers: int
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int                   # of prompt_tokens, read from the provider's prompt cache
     usd: NotRequired[float]              # what they cost (a batch at batch_factor of the price); with prices
     usd_at_sync_price: NotRequired[float]  # what they would have cost synchronously
 
@@ -185,6 +207,22 @@ class ProvenanceCost(TypedDict):
     usd_at_sync_price: float             # every answer at the synchronous price
     saved_usd: float                     # what batch mode saved
     ledger_usd: float                    # the quota ledger's total: failed attempts too, when budgets are set
+    cached_input_per_mtok: float | None
+    cached_tokens: int
+    usd_list: float                      # every answer at list price (no cache, the day's highest rates, sync)
+    saved_cache_usd: float               # what the prompt cache took off that
+    ledger: LedgerCost | None            # the quota ledger's figures (hour by hour), when budgets are set
+
+
+class LedgerCost(TypedDict):
+    """The quota ledger's totals: paid, at list price, and what caching, the hour and batches saved."""
+
+    cached_tokens: int
+    usd: float
+    usd_list: float
+    saved_cache: float
+    saved_hour: float
+    saved_batch: float
 
 
 class Provenance(TypedDict):
@@ -206,6 +244,6 @@ class Provenance(TypedDict):
     cost: NotRequired[ProvenanceCost | None]   # None: no prices known (counts only)
 
 
-__all__ = ["PricesRow", "EarlierPlans", "StoreStatus", "Status", "BudgetRow",
+__all__ = ["PricesRow", "PriceWindowRow", "LedgerCost", "EarlierPlans", "StoreStatus", "Status", "BudgetRow",
            "QuotaTotals", "QuotaReport", "WorstCase", "Expected", "BudgetFit", "Duration", "Estimate",
            "ChannelAnswers", "ProvenanceCost", "Provenance"]

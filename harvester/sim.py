@@ -32,6 +32,7 @@ from aiohttp import web
 
 from .errors import HarvesterError
 from .providers.openai import HEADERS as OPENAI_HEADERS
+from .sim_cache import PrefixCache
 from .sim_shapes import MAX_TOP_LOGPROBS, shape_answer
 
 T = TypeVar("T")
@@ -128,6 +129,9 @@ class SimConfig:
     missing_field_rate: float = 0.0   # the schema's first required field left out
     truncated_json_rate: float = 0.0  # cut off mid-object, finish_reason "length"
     logprobs: bool = True             # answer logprobs when asked (False: as a server that ignores the parameter)
+    # The prompt cache (harvester.sim_cache): long first messages seen lately are reported as cached tokens.
+    cache_slots: int = 4              # first messages it holds (0: no cache)
+    cache_ttl: float = 300.0          # seconds one stays after its last use
     # The batch APIs (harvester.sim_batches): OpenAI's Files + Batch API, Anthropic's Message Batches.
     batch_delay: float = 0.0          # seconds from a batch's creation to its end; its lines finish evenly over it
     batch_error_rate: float = 0.0     # share of batch lines failing transiently (500-like; may pass when sent again)
@@ -146,6 +150,7 @@ class Answer:
     reasoning_tokens: int
     finish: str                       # "stop" | "length"
     logprobs: list[dict[str, Any]] | None = None   # OpenAI's logprobs.content, when asked (harvester.sim_shapes)
+    cached_tokens: int = 0            # of the prompt, served from the prompt cache (harvester.sim_cache)
 
 
 @dataclass
@@ -193,6 +198,7 @@ class Simulator:
         self.last_request: float | None = None
         self._requests_w = _Window(self.config.rpm) if self.config.rpm else None
         self._tokens_w = _Window(self.config.tpm) if self.config.tpm else None
+        self.prompt_cache = PrefixCache(count_tokens, slots=self.config.cache_slots, ttl=self.config.cache_ttl)
         self._log = open(self.config.log_path, "a", encoding="utf-8") if self.config.log_path else None
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -236,6 +242,7 @@ class Simulator:
                 "prompts_answered_more_than_once": sum(1 for c in answered.values() if c > 1),
                 "refusals": self.injected["refusal"], "empty_answers": self.injected["empty"],
                 "prompt_tokens": self.tokens["prompt"], "completion_tokens": self.tokens["completion"],
+                "cached_tokens": self.tokens["cached"],
                 "first_request": self.first_request, "last_request": self.last_request, **batches}
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
@@ -322,6 +329,7 @@ class Simulator:
             return self._error(status, "The server had an error while processing your request.", "server_error")
         roll -= cfg.error_rate
         answer = self.compose(messages, max_tokens, key, body)
+        answer.cached_tokens = self.prompt_cache.cached_tokens(messages, now)
         if 0 <= roll < cfg.garbage_rate:
             self.by_status[200] += 1
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", status=200,
@@ -362,8 +370,11 @@ class Simulator:
         self.answered += 1
         self.answers_per_prompt[key] += 1
         self.tokens["prompt"] += p_tokens
+        self.tokens["cached"] += answer.cached_tokens
         self.tokens["completion"] += answer.completion_tokens + answer.reasoning_tokens
-        self._write_log(key, "answered", **log)
+        # what was billed, for a test or a person to price by hand
+        self._write_log(key, "answered", prompt_tokens=p_tokens, cached_tokens=answer.cached_tokens,
+                        completion_tokens=answer.completion_tokens + answer.reasoning_tokens, **log)
 
     def completion_body(self, key: str, p_tokens: int, answer: Answer) -> dict[str, Any]:
         """A chat.completion object, as the chat endpoint (and a batch output line) carries it."""
@@ -373,6 +384,7 @@ class Simulator:
                    **({"reasoning_content": reasoning} if reasoning else {})}
         usage = {"prompt_tokens": p_tokens, "completion_tokens": c_tokens + r_tokens,
                  "total_tokens": p_tokens + c_tokens + r_tokens,
+                 "prompt_tokens_details": {"cached_tokens": answer.cached_tokens},   # as OpenAI always sends it
                  **({"completion_tokens_details": {"reasoning_tokens": r_tokens}} if reasoning else {})}
         return {"id": f"chatcmpl-{key}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.config.model, "system_fingerprint": "fp_sim",

@@ -195,6 +195,6 @@ def test_the_registry_finds_providers_by_name_alias_and_host() -> None:
 
 def test_builtin_prices_longest_prefix_wins() -> None:
     provider, price = providers.price_for("openai/gpt-4o-mini-2024-07-18")
-    assert provider.name == "openai" and price == (0.15, 0.60)
-    assert providers.price_for("gpt-4o-2024-08-06")[1] == (2.50, 10.00)
+    assert provider.name == "openai" and (price.rates.input, price.rates.output) == (0.15, 0.60)
+    assert providers.price_for("gpt-4o-2024-08-06")[1].rates == providers.Rates(2.50, 10.00, cached_input=1.25)
     assert providers.price_for("my-local-model") is None

@@ -52,6 +52,11 @@ def make_v1_store(tmp_path: Path, n: int = 6) -> Path:
     store.release_owner("w")
     store.close()
     with sqlite3.connect(db) as c:                                      # back to version 1's layout
+        c.execute("DROP INDEX ix_job_claim_group")                      # (v5)
+        c.execute("ALTER TABLE job DROP COLUMN group_seq")
+        for table in ("usage", "usagetotal"):
+            for column in ("cached_tokens", "usd_list", "saved_cache", "saved_hour", "saved_batch"):
+                c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         c.execute("ALTER TABLE response DROP COLUMN reasoning")
         c.execute("ALTER TABLE response DROP COLUMN logprobs")           # (v4)
         c.execute("DROP INDEX ix_usage_batch_id")                       # (v3)
@@ -63,7 +68,7 @@ def make_v1_store(tmp_path: Path, n: int = 6) -> Path:
 
 def test_a_new_store_records_its_version(tmp_path: Path) -> None:
     Store(f"sqlite:///{tmp_path / 'new.db'}").close()
-    assert version_of(tmp_path / "new.db") == str(SCHEMA_VERSION) == "4"
+    assert version_of(tmp_path / "new.db") == str(SCHEMA_VERSION) == "5"
     assert len(MIGRATIONS) == SCHEMA_VERSION - 1  # one migration per version step, none missing
 
 
@@ -80,14 +85,15 @@ def test_an_older_store_is_migrated_once(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(store_mod, "MIGRATIONS", [counted(i + 1, m) for i, m in enumerate(MIGRATIONS)])
     Store(f"sqlite:///{db}").close()
-    assert calls == [1, 2, 3] and version_of(db) == "4"
+    assert calls == [1, 2, 3, 4] and version_of(db) == "5"
     # Everything else is as it was: the dump differs only by the columns and the version.
     after = dump(db)
     assert [line for line in before if line not in after] == [
         line for line in before if "schema_version" in line or line.startswith((
-            'INSERT INTO "response"', "CREATE TABLE response", 'INSERT INTO "usage"', "CREATE TABLE usage "))]
+            'INSERT INTO "response"', "CREATE TABLE response", 'INSERT INTO "usage"', "CREATE TABLE usage ",
+            'INSERT INTO "job"', "CREATE TABLE job", 'INSERT INTO "usagetotal"', "CREATE TABLE usagetotal"))]
     store = Store(f"sqlite:///{db}")                                   # opened again: not migrated again
-    assert calls == [1, 2, 3]
+    assert calls == [1, 2, 3, 4]
     s = store.status("plan1")
     assert (s["jobs"], s["done"], s["pending"]) == (6, 2, 4)          # the data came through
     records = list(store.iter_records("plan1"))

@@ -28,7 +28,7 @@ SOURCES = sorted((REPO / "harvester").rglob("*.py"))
 
 def test_exit_codes_are_the_reasons_and_stay_as_they_were() -> None:
     assert EXIT_CODES == {"done": 0, "incomplete": 1, "misconfigured": 1, "fatal": 1, "error": 1, "config": 2,
-                          "quota": 3, "unavailable": 4, "detached": 5, "interrupted": 130}
+                          "quota": 3, "unavailable": 4, "detached": 5, "closed": 6, "interrupted": 130}
     assert EXIT_CODES == {r.name: r.exit_code for r in REASONS if r.exit_code is not None}
     # a run found killed (`status` only); a batch run's handover to the synchronous path (never an exit)
     assert set(BY_NAME) == set(EXIT_CODES) | {"crashed", "deadline"}
@@ -142,7 +142,7 @@ def test_budget_names_read_back_as_their_metric_and_window() -> None:
 # --- the price formula ---------------------------------------------------------------------------
 
 def test_prices_are_multiplied_in_one_place() -> None:
-    """Only `quota.request_cost` computes with a price per million tokens (or divides by a million)."""
+    """Only `pricing._dollars` computes with a price per million tokens (or divides by a million)."""
     found = []
     for path in SOURCES:
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -153,7 +153,7 @@ def test_prices_are_multiplied_in_one_place() -> None:
                         "per_mtok" in ast.unparse(side) or (isinstance(side, ast.Constant) and side.value == 1e6)
                         for side in (node.left, node.right)):
                     found.append(f"{path.relative_to(REPO)}:{fn.name}")
-    assert set(found) == {"harvester/quota.py:request_cost"}, found
+    assert set(found) == {"harvester/pricing.py:_dollars"}, found
 
 
 # --- the typed results ---------------------------------------------------------------------------

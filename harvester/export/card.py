@@ -205,6 +205,14 @@ def render_card(*, name: str, teacher: dict[str, Any], report: dict[str, Any], v
                      + (f" (batches at {cost['batch_factor']:g} of that)" if discounted else "")
                      + f": {usd_text(cost['usd'])}" + (f" (quota ledger: {usd_text(cost['ledger_usd'])} incl. failed "
                                                    "attempts)" if abs(cost.get("ledger_usd") or 0) > 1e-9 else ""))
+    if cost and cost.get("cached_tokens"):
+        lines.append(f"- prompt cache: {cost['cached_tokens']:,} input tokens cached, {usd_text(cost['usd_list'])} at "
+                     f"list price, {usd_text(cost['saved_cache_usd'])} saved by caching")
+    spent = (cost or {}).get("ledger")
+    if spent:
+        lines.append(f"- quota ledger: paid {usd_text(spent['usd'])} of {usd_text(spent['usd_list'])} at list price; "
+                     f"saved by caching {usd_text(spent['saved_cache'])}, by the hour {usd_text(spent['saved_hour'])}, "
+                     f"by batches {usd_text(spent['saved_batch'])}")
     lines += _channel_lines(provenance, cost)
     lines += ["", "## Files", "",
               "- `train.jsonl`" + (", `test.jsonl`" if "test" in rows else "") + ": one row per line",

@@ -31,7 +31,7 @@ from . import (
     simulator,
     together,
 )
-from .base import Provider
+from .base import ModelPrice, Provider, Rates, RateWindow
 from .feedback import CANCELLED, UNKNOWN_ERROR, Feedback, LimitHint, Reader
 
 # Order matters where lists are shown to people (the table of terms).
@@ -65,11 +65,11 @@ def reader(prefer: Provider | None = None) -> Reader:
     return Reader(PROVIDERS, prefer)
 
 
-def price_for(model: str) -> tuple[Provider, tuple[float, float]] | None:
-    """The built-in (input, output) USD per million tokens for a model: longest matching name prefix
-    over every provider's list (the model decides, not the host: gpt-4o costs the same via a proxy)."""
+def price_for(model: str) -> tuple[Provider, ModelPrice] | None:
+    """The built-in price of a model: longest matching name prefix over every provider's list (the
+    model decides, not the host: gpt-4o costs the same via a proxy)."""
     name = model.lower().split("/")[-1]
-    best: tuple[int, Provider, tuple[float, float]] | None = None
+    best: tuple[int, Provider, ModelPrice] | None = None
     for p in PROVIDERS:
         for prefix, price in p.prices.items():
             if name.startswith(prefix) and (best is None or len(prefix) > best[0]):
@@ -91,5 +91,5 @@ def tokenizer_for(model: str) -> str | None:
     return None
 
 
-__all__ = ["CANCELLED", "PROVIDERS", "UNKNOWN_ERROR", "Feedback", "LimitHint", "Provider", "Reader", "at",
-           "identify", "named", "price_for", "reader", "tokenizer_for"]
+__all__ = ["CANCELLED", "PROVIDERS", "UNKNOWN_ERROR", "Feedback", "LimitHint", "ModelPrice", "Provider", "Rates",
+           "RateWindow", "Reader", "at", "identify", "named", "price_for", "reader", "tokenizer_for"]

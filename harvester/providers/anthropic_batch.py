@@ -21,7 +21,7 @@ from typing import Any
 
 from . import anthropic
 from .batch import BatchLimits, BatchState, Fate, LineResult, Outcome, short
-from .chat import Answer
+from .chat import Answer, cache_usage
 from .wording import error_detail
 
 # Anthropic's documented limits on one batch: 100,000 requests or 256 MB, whichever comes first.
@@ -191,7 +191,7 @@ def _succeeded(cid: str, message: Any) -> LineResult:
         # An answer with no text that max_tokens did not cut: a fault worth a retry.
         return LineResult(cid, "retry", kind="bad_body", detail="the message has no text")
     meta: dict[str, Any] = {"id": message["id"]} if message.get("id") else {}
-    meta |= {k: v for k, v in cache.items() if v is not None}
+    meta |= {k: v for k, v in cache.items() if v is not None} | cache_usage(usage)   # priced by harvester.pricing
     details = usage.get("output_tokens_details")
     if isinstance(details, dict) and isinstance(details.get("thinking_tokens"), int):
         meta["reasoning_tokens"] = details["thinking_tokens"]    # the key read_completion uses

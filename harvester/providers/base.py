@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from ..hours import Span
+
 Dimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
 TrainingUse = Literal["allowed", "conditional", "forbidden", "unknown"]
 # How a provider takes a response schema: `json_schema` (OpenAI's structured outputs, the schema in
@@ -40,6 +42,36 @@ class TermsRow:
     read_on: date
 
 
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """USD per million tokens. Cached input is read from the provider's prompt cache; cache-write input
+    is written to it (Anthropic charges a premium for that); None: billed as fresh input."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+    cache_write: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """Hours of the UTC week with rates of their own (DeepSeek's peak hours)."""
+
+    spans: tuple[Span, ...]
+    rates: Rates
+    label: str                                   # how a person calls those hours: "peak", "off-peak"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """What one model costs: its rates, the hours that have others (the first window containing a
+    time wins), and the share of these prices its batch API charges (None: the provider's)."""
+
+    rates: Rates
+    windows: tuple[RateWindow, ...] = ()
+    batch_factor: float | None = None
+
+
 @dataclass(frozen=True, slots=True, eq=False)   # compared (and hashed) by identity: one object each
 class Provider:
     """One provider: everything harvester knows about it, in one place.
@@ -48,8 +80,8 @@ class Provider:
     quota words as a short-window rate limit (wait), unless `long_window_words` name a window of a day or
 more (spent until it resets: stop); `delay_patterns` find a retry delay written in an
     error body (group 1: the number, group 2: its unit, "s" when absent). `prices` map model-name
-    prefixes to USD per million tokens (input, output), as listed on `prices_read_on`; `batch_factor`
-    is the share of that price its batch API charges.
+    prefixes to their price, as listed at `prices_source` on `prices_read_on`; `batch_factor` is the
+    share of that price its batch API charges.
     """
 
     name: str
@@ -60,7 +92,7 @@ more (spent until it resets: stop); `delay_patterns` find a retry delay written 
     rate_words: tuple[str, ...] = ()
     long_window_words: tuple[str, ...] = ()
     delay_patterns: tuple[re.Pattern[str], ...] = ()
-    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    prices: dict[str, ModelPrice] = field(default_factory=dict)
     prices_source: str | None = None
     prices_read_on: date | None = None
     batch_factor: float | None = None

@@ -63,6 +63,7 @@ def read_completion(data: Any) -> Answer:
     details = usage.get("completion_tokens_details")
     if isinstance(details, dict) and isinstance(details.get("reasoning_tokens"), int):
         meta["reasoning_tokens"] = details["reasoning_tokens"]
+    meta |= cache_usage(usage)
     model = data.get("model")
     return Answer(content, finish_reason, model if isinstance(model, str) else None, prompt_tokens,
                   completion_tokens, reasoning, meta, logprobs)
@@ -76,6 +77,21 @@ def _reasoning(message: dict[str, Any]) -> str | None:
         if isinstance(value, str) and value.strip():
             return value
     return None
+
+
+def cache_usage(usage: Any) -> dict[str, int]:
+    """The prompt-cache counts of a usage object, as harvester keeps them (`cached_tokens`: read from
+    the cache, `cache_write_tokens`: written to it; both part of prompt_tokens), whichever provider's
+    names it uses: OpenAI's `prompt_tokens_details.cached_tokens` (vLLM, OpenRouter and others send the
+    same), DeepSeek's `prompt_cache_hit_tokens`, Anthropic's `cache_read_input_tokens` and
+    `cache_creation_input_tokens`. Counts absent or not whole numbers are left out."""
+    if not isinstance(usage, dict):
+        return {}
+    details = usage.get("prompt_tokens_details")
+    found = {"cached_tokens": (details.get("cached_tokens") if isinstance(details, dict) else None)
+             or usage.get("prompt_cache_hit_tokens") or usage.get("cache_read_input_tokens"),
+             "cache_write_tokens": usage.get("cache_creation_input_tokens")}
+    return {k: v for k, v in found.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
 
 
 def read_logprobs(choice: dict[str, Any]) -> list[Token] | None:

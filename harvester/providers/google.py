@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from .base import Provider, TermsRow
+from .base import ModelPrice, Provider, Rates, TermsRow
 
 PROVIDER = Provider(
     name="google",
@@ -15,7 +15,8 @@ PROVIDER = Provider(
     aliases=("gemini", "google-gemini"),
     rate_words=("perminute", "persecond", "retrydelay"),
     delay_patterns=(re.compile(r'"retrydelay":\s*"(\d+(?:\.\d+)?)(s)"'),),   # google.rpc.RetryInfo
-    prices={"gemini-2.0-flash": (0.10, 0.40), "gemini-1.5-flash": (0.075, 0.30), "gemini-2.5-pro": (1.25, 10.00)},
+    prices={"gemini-2.0-flash": ModelPrice(Rates(0.10, 0.40)),
+            "gemini-1.5-flash": ModelPrice(Rates(0.075, 0.30)), "gemini-2.5-pro": ModelPrice(Rates(1.25, 10.00))},
     prices_source="https://ai.google.dev/gemini-api/docs/pricing",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,

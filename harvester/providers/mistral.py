@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import date
 
-from .base import Provider, TermsRow
+from .base import ModelPrice, Provider, Rates, TermsRow
 
 PROVIDER = Provider(
     name="mistral",
     hosts=("api.mistral.ai",),
-    prices={"mistral-large": (2.00, 6.00), "mistral-small": (0.10, 0.30)},
+    prices={"mistral-large": ModelPrice(Rates(2.00, 6.00)), "mistral-small": ModelPrice(Rates(0.10, 0.30))},
     prices_source="https://mistral.ai/pricing#api-pricing",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,

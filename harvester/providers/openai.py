@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from .base import LimitHeaders, Provider, TermsRow
+from .base import LimitHeaders, ModelPrice, Provider, Rates, TermsRow
 
 # Also sent, same names, by Together, Fireworks, DeepSeek, vLLM behind a gateway, and the simulator.
 HEADERS = (
@@ -13,6 +13,11 @@ HEADERS = (
                  "x-ratelimit-reset-requests"),
     LimitHeaders("tokens", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
 )
+
+
+def _price(fresh: float, output: float, cached: float) -> ModelPrice:
+    return ModelPrice(Rates(fresh, output, cached_input=cached))
+
 
 PROVIDER = Provider(
     name="openai",
@@ -23,8 +28,11 @@ PROVIDER = Provider(
     long_window_words=("(rpd)", "(tpd)"),   # "Rate limit reached ... on requests per day (RPD)"
     # "Please try again in 20ms." / "Please retry in 1.5s" in a rate-limit message
     delay_patterns=(re.compile(r"(?:retry|try again) in (\d+(?:\.\d+)?)\s*(ms|s)\b"),),
-    prices={"gpt-4o-mini": (0.15, 0.60), "gpt-4o": (2.50, 10.00), "gpt-4.1-nano": (0.10, 0.40),
-            "gpt-4.1-mini": (0.40, 1.60), "gpt-4.1": (2.00, 8.00), "o3-mini": (1.10, 4.40), "o4-mini": (1.10, 4.40)},
+    # input, output, cached input (automatic prompt caching of prompts of 1,024 tokens and more)
+    prices={"gpt-4o-mini": _price(0.15, 0.60, 0.075), "gpt-4o": _price(2.50, 10.00, 1.25),
+            "gpt-4.1-nano": _price(0.10, 0.40, 0.025), "gpt-4.1-mini": _price(0.40, 1.60, 0.10),
+            "gpt-4.1": _price(2.00, 8.00, 0.50), "o3-mini": _price(1.10, 4.40, 0.55),
+            "o4-mini": _price(1.10, 4.40, 0.275)},
     prices_source="https://openai.com/api/pricing/",
     prices_read_on=date(2026, 11, 28),
     batch_factor=0.5,

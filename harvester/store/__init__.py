@@ -233,14 +233,16 @@ class Store:
                     conn.execute(sa.select(J.c.id).where(J.c.id.in_(ids)).order_by(J.c.id).with_for_update())
                 conn.execute(J.update().where(J.c.id.in_(ids))
                              .values(plan_key=plan_key, seq=sa.case({r["id"]: r["seq"] for r in rows},
-                                                                     value=J.c.id)))
+                                                                     value=J.c.id),
+                                     group_seq=sa.case({r["id"]: r["group_seq"] for r in rows}, value=J.c.id)))
             rows.clear()
 
         now = time.time()
         for s in specs:
             rows.append({"id": s.id, "prompt_key": s.prompt_key, "plan_key": plan_key, "seq": s.seq,
                          "sample_index": s.sample_index, "request": s.request, "source": s.source,
-                         "metadata": s.metadata, "status": "pending", "attempts": 0, "updated_at": now,
+                         "metadata": s.metadata, "group_seq": s.seq if s.group_seq is None else s.group_seq,
+                         "status": "pending", "attempts": 0, "updated_at": now,
                          "permanent": False})
             if len(rows) >= batch:
                 flush()
@@ -269,11 +271,13 @@ class Store:
     # --- claiming -----------------------------------------------------------------------
     def claim(self, plan_key: str, owner: str, n: int, lease_seconds: float,
               max_seq: int | None = None) -> list[ClaimedJob]:
-        """Lease up to n claimable jobs (pending, or leased with an expired lease) in plan order
-        (only seq <= max_seq with it: a trial run on the plan's first jobs)."""
+        """Lease up to n claimable jobs (pending, or leased with an expired lease) in sending order: plan
+        order, jobs sharing a first message together (`group_seq`); only seq <= max_seq with it (a trial
+        run on the plan's first jobs)."""
         now = time.time()
         claimable = sa.or_(J.c.status == "pending", sa.and_(J.c.status == "leased", J.c.lease_expires < now))
-        pick = sa.select(J.c.id).where(J.c.plan_key == plan_key, claimable).order_by(J.c.seq).limit(n)
+        pick = (sa.select(J.c.id).where(J.c.plan_key == plan_key, claimable)
+                .order_by(J.c.group_seq, J.c.seq).limit(n))   # (ix_job_claim_group; every row has one since v4)
         if max_seq is not None:
             pick = pick.where(J.c.seq <= max_seq)
         if not self.is_sqlite:
@@ -555,18 +559,20 @@ class Store:
             per_model = conn.execute(sa.select(R.c.model, channel, sa.func.count(), sa.func.min(R.c.created_at),
                                                sa.func.max(R.c.created_at),
                                                sa.func.coalesce(sa.func.sum(R.c.prompt_tokens), 0),
-                                               sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0))
+                                               sa.func.coalesce(sa.func.sum(R.c.completion_tokens), 0),
+                                               sa.func.coalesce(sa.func.sum(R.c.raw["cached_tokens"].as_integer()), 0))
                                      .select_from(J.join(R, R.c.job_id == J.c.id))
                                      .where(J.c.plan_key == plan_key, J.c.status == "done")
                                      .group_by(R.c.model, channel)).all()
             models = sorted({m for m, *_ in per_model if m is not None})
-            channels: dict[str, ChannelAnswers] = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0}
-                                                   for c in ("sync", "batch")}
-            for _, name, n, _, _, pin, pout in per_model:
+            channels: dict[str, ChannelAnswers] = {c: {"answers": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                       "cached_tokens": 0} for c in ("sync", "batch")}
+            for _, name, n, _, _, pin, pout, cached in per_model:
                 got = channels[name]
                 got["answers"] += n
                 got["prompt_tokens"] += int(pin)
                 got["completion_tokens"] += int(pout)
+                got["cached_tokens"] += int(cached)
             requests = conn.execute(sa.select(sa.func.count()).select_from(A)).scalar() or 0
         return {"runs": runs[0], "first_run_started": runs[1], "last_run_ended": runs[2], "terms": terms,
                 "answers": sum(c["answers"] for c in channels.values()),
@@ -612,5 +618,18 @@ def _v3_logprobs(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE response ADD COLUMN logprobs {blob}"))
 
 
+def _v4_prices(conn: Connection) -> None:
+    """v4 -> v5: the ledger keeps list price and savings (cache, hour, batch) beside what was paid; jobs
+    keep the order they are sent in (`group_seq`, harvester.cacheorder)."""
+    for table in ("usage", "usagetotal"):
+        conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0"))
+        for column in ("usd_list", "saved_cache", "saved_hour", "saved_batch"):
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} FLOAT NOT NULL DEFAULT 0"))
+        conn.execute(sa.text(f"UPDATE {table} SET usd_list = usd"))   # before v5 every cost was a list price
+    conn.execute(sa.text("ALTER TABLE job ADD COLUMN group_seq INTEGER"))
+    conn.execute(sa.text("UPDATE job SET group_seq = seq"))
+    conn.execute(sa.text("CREATE INDEX IF NOT EXISTS ix_job_claim_group ON job (plan_key, status, group_seq, seq)"))
+
+
 # Ordered schema migrations: MIGRATIONS[v - 1] upgrades a store from version v to v + 1.
-MIGRATIONS: list[Any] = [_v1_reasoning, _v2_batches, _v3_logprobs]
+MIGRATIONS: list[Any] = [_v1_reasoning, _v2_batches, _v3_logprobs, _v4_prices]

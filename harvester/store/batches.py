@@ -22,6 +22,7 @@ from .ledger import Budget, Overrun, Reservation, Settlement, T, amounts, metric
 from .tables import Attempt, Batch, Job, Response, Run, Usage, inserted_id, table_of
 
 if TYPE_CHECKING:
+    from ..pricing import Cost
     from . import Store
 
 B = table_of(Batch)
@@ -64,6 +65,8 @@ class LineOutcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     usd: float = 0.0                           # what it cost, at the batch price
+    cached_tokens: int = 0
+    cost: Cost | None = None                   # its list price and savings (harvester.pricing)
     error_kind: str | None = None
     message: str = ""
     retry: bool = False                        # back to pending (counts an attempt if `attempted`)
@@ -207,7 +210,8 @@ def record_lines(store: Store, batch_id: int, run_id: int, outcomes: Iterable[Li
             held_attempts = held.pop(o.job_id)
             r = reservations.get(o.job_id)
             if r is not None:   # an attempted line counts as a request; one that never ran is released
-                settlements.append(Settlement(r, o.attempted, o.prompt_tokens or 0, o.completion_tokens or 0, o.usd))
+                settlements.append(Settlement(r, o.attempted, o.prompt_tokens or 0, o.completion_tokens or 0, o.usd,
+                                              cached_tokens=o.cached_tokens, cost=o.cost))
             if o.attempted:
                 conn.execute(A.insert().values(job_id=o.job_id, run_id=run_id, started_at=now, ended_at=now,
                                                http_status=200 if o.answer is not None else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection
 from .tables import Run, Usage, UsageTotal, inserted_id, table_of
 
 if TYPE_CHECKING:
+    from ..pricing import Cost
     from . import Store
 
 U = table_of(Usage)
@@ -38,6 +40,7 @@ class Reservation:
     input_tokens: int
     output_tokens: int
     usd: float
+    at: datetime | None = None   # when it was reserved, right before its send: what prices it
 
 
 @dataclass(slots=True)
@@ -46,7 +49,9 @@ class Settlement:
     sent: bool           # False: never sent, release it whole
     input_tokens: int
     output_tokens: int
-    usd: float
+    usd: float           # what was paid
+    cached_tokens: int = 0
+    cost: Cost | None = None   # list price and savings; None: paid at list price (a worst case kept)
 
 
 @dataclass(slots=True)
@@ -115,9 +120,10 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
         r = s.reservation
         # Only a reservation still open moves the totals: one already settled (by another process reading
         # the same batch) or counted as lost (its worker taken for dead) must not be counted twice.
+        saved = _savings(s)
         moved = conn.execute(U.update().where(U.c.id == r.id, U.c.state == "reserved").values(
             state="settled" if s.sent else "released", input_tokens=s.input_tokens,
-            output_tokens=s.output_tokens, usd=s.usd)).rowcount
+            output_tokens=s.output_tokens, usd=s.usd, cached_tokens=s.cached_tokens, **saved)).rowcount
         if not moved:
             continue
         for w in r.windows:
@@ -130,8 +136,19 @@ def settle(conn: Connection, settlements: list[Settlement]) -> None:
             d["input_tokens"] += s.input_tokens
             d["output_tokens"] += s.output_tokens
             d["usd"] += s.usd
+            d["cached_tokens"] += s.cached_tokens
+            for k, v in saved.items():
+                d[k] += v
     for window, d in sorted(deltas.items()):  # in window order, as `reserve` locks them: no deadlocks
         conn.execute(T.update().where(T.c.window == window).values(**{k: T.c[k] + v for k, v in d.items()}))
+
+
+def _savings(s: Settlement) -> dict[str, float]:
+    """A settlement's list price and what caching, the hour and batches saved (the ledger's columns)."""
+    c = s.cost
+    if c is None:
+        return {"usd_list": s.usd, "saved_cache": 0.0, "saved_hour": 0.0, "saved_batch": 0.0}
+    return {"usd_list": c.list, "saved_cache": c.saved_cache, "saved_hour": c.saved_hour, "saved_batch": c.saved_batch}
 
 
 def expire_lost(store: Store, stale_before: float) -> int:

@@ -19,6 +19,7 @@ class JobSpec:
     request: dict[str, Any]                       # {"model", "messages", "params"}
     source: str
     metadata: dict[str, Any]
+    group_seq: int | None = None                  # the order it is sent in (harvester.cacheorder); None: seq
 
 
 @dataclass(slots=True)

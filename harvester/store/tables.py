@@ -9,7 +9,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class Meta(SQLModel, table=True):
@@ -46,6 +46,9 @@ class Job(SQLModel, table=True):
     prompt_key: str = Field(index=True)          # hash(messages): the samples of one prompt
     plan_key: str                                # which plan (job file + prompts) it belongs to
     seq: int                                     # position in the plan: export order
+    # (v4) the order jobs are sent in: the seq of the first job of the plan with the same first message
+    # (harvester.cacheorder), so that those sharing a long prefix go together; else its own seq
+    group_seq: int | None = None
     sample_index: int = 0
     request: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     source: str = ""
@@ -59,7 +62,8 @@ class Job(SQLModel, table=True):
     permanent: bool = False
     updated_at: float = 0.0
 
-    __table_args__ = (Index("ix_job_claim", "plan_key", "status", "seq"),)
+    __table_args__ = (Index("ix_job_claim", "plan_key", "status", "seq"),
+                      Index("ix_job_claim_group", "plan_key", "status", "group_seq", "seq"))
 
 
 class Attempt(SQLModel, table=True):
@@ -111,6 +115,13 @@ class Usage(SQLModel, table=True):
     created_at: float = 0.0
     batch_id: int | None = Field(default=None, index=True)  # a provider batch's line (v3): settled by
     # whichever run reads its result, never expired as lost with the run that submitted it
+    # (v4) what caching saved, and the settled usage at list price with what each saving took off it
+    # (harvester.pricing): usd_list - saved_cache - saved_hour - saved_batch = usd
+    cached_tokens: int = 0
+    usd_list: float = 0.0
+    saved_cache: float = 0.0
+    saved_hour: float = 0.0
+    saved_batch: float = 0.0
 
 
 class Batch(SQLModel, table=True):
@@ -152,6 +163,11 @@ class UsageTotal(SQLModel, table=True):
     input_reserved: int = 0
     output_reserved: int = 0
     usd_reserved: float = 0.0
+    cached_tokens: int = 0                       # (v4) as on the usage rows
+    usd_list: float = 0.0
+    saved_cache: float = 0.0
+    saved_hour: float = 0.0
+    saved_batch: float = 0.0
 
 
 def table_of(model: type[SQLModel]) -> Table:
