@@ -5,7 +5,6 @@ teacher, retry what is transient, record every attempt and answer through the wr
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import socket
 import time
@@ -19,7 +18,7 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
 
-from .config import Job
+from .config import MAX_IN_FLIGHT, Job
 from .errors import ConfigError, FatalError, PermanentError, QuotaExceeded, RetryableError, TeacherError
 from .hashing import content_hash
 from .outage import OutageWatch, RejectionWatch
@@ -113,7 +112,8 @@ class Crawler:
         self.owner = owner
         limits = job.teacher.limits
         self.limiter = limiter or RateLimiter(rpm=limits.rpm, tpm=limits.tpm, input_tpm=limits.input_tpm,
-                                              output_tpm=limits.output_tpm, max_concurrency=limits.max_concurrency)
+                                              output_tpm=limits.output_tpm, max_concurrency=limits.max_concurrency,
+                                              ceiling=MAX_IN_FLIGHT)
         self.quota = quota
         self.estimator = estimator or TokenEstimator()
         self.max_tokens = job.teacher.max_tokens or 4096  # tpm reservation when the job sets none
@@ -172,15 +172,25 @@ class Crawler:
             self.teacher.warm()  # not between the limiter's first admissions and the wire
             await self.membership.join(stopping=lambda: self._stopping, pause=self._pause)
             heartbeat = asyncio.create_task(self.membership.heartbeat())
+            room = asyncio.Event()   # set when a job's task ends: one wake-up, whatever is in flight
+
+            def ended(task: asyncio.Task[Any]) -> None:
+                tasks.discard(task)
+                room.set()
+
             while not self._stopping:
-                prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
+                room.clear()
+                # Claimed ahead: twice what may be in flight now (the limiter's cap follows the limits
+                # and the latency), so that no job waits on the store, and no more: memory does not
+                # grow with the plan.
+                prefetch = max(16, 2 * (self.limiter.concurrency_cap or MAX_IN_FLIGHT))
                 if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
                     batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
                                                     prefetch - len(tasks), self.job.lease_seconds, self.max_seq)
                     for claimed in batch:
                         task = asyncio.create_task(self._process(claimed))
                         tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        task.add_done_callback(ended)
                     if not batch and not tasks:
                         # Nothing to claim; take back the jobs of dead workers, and stay while live
                         # ones hold jobs that may come back.
@@ -195,8 +205,12 @@ class Crawler:
                         await self._pause(1.0)
                         continue
                 if tasks:
-                    # Wait for room, but not forever: leases of others may expire meanwhile.
-                    await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    # Wait for room, but not forever: leases of others may expire meanwhile. (Not
+                    # asyncio.wait(tasks): it hooks every task at each call, O(in flight) per answer.)
+                    try:
+                        await asyncio.wait_for(room.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
             if tasks:
                 waiting = [t for t in tasks if t not in self._sending]
                 for t in waiting:
