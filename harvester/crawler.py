@@ -5,10 +5,7 @@ teacher, retry what is transient, record every attempt and answer through the wr
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -29,7 +26,7 @@ from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
 from .wake import sleep_unless_woken
-from .workers import Membership, dead_after, process_gone
+from .workers import Membership, dead_after, process_gone, worker_id  # noqa: F401 - worker_id: re-exported
 
 
 class QuotaGate(Protocol):
@@ -78,10 +75,6 @@ def input_token_bound(messages: list[dict[str, Any]]) -> int:
     token per UTF-8 byte, plus each chat template's few tokens per message. The quota reserves this,
     so that no tokenizer can make a run overspend."""
     return 8 + sum(8 + len(str(m.get("content", "")).encode("utf-8")) for m in messages)
-
-
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class _Stop(Exception):
