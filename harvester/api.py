@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, plans, reasons
+from . import __version__, loop, plans, reasons
 from .config import Job, load_job
 from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
@@ -276,7 +276,7 @@ class Harvester:
                          self.store.status(plan_key))
 
     def run_sync(self, **kwargs: Any) -> RunResult:
-        return asyncio.run(self.run(**kwargs))
+        return loop.run(self.run(**kwargs))
 
     def stop(self) -> None:
         """Ask a running `run()` to stop gracefully (thread-safe from the loop's thread)."""

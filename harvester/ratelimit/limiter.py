@@ -335,8 +335,11 @@ class RateLimiter:
             # k x throughput x unloaded latency (as BBR): room to grow k-fold per round trip,
             # yet the cap does not grow with queueing delay, so a batch-bound server (vLLM,
             # Ollama) cannot make us pile up requests. k = 2 once latency has started to climb.
+            # Latency within LATENCY_SLACK of the baseline counts as noise, so it is room too: a teacher
+            # answering in a millisecond would otherwise hold us to a handful in flight.
             gain = 3.0 if self._lat is None or self._lat < 1.5 * self._lat_base else 2.0
-            cap = math.ceil(gain * self._x * self._lat_base) + 2 if self._lat_base < math.inf else 0
+            cap = (math.ceil(gain * self._x * (self._lat_base + LATENCY_SLACK)) + 2
+                   if self._lat_base < math.inf else 0)
             cap, src = max(self._probe, 4, cap), "learned"
         elif self._lat is not None:
             # Known limits: what the rate needs in flight at the latency seen (Little's law). Without a
