@@ -276,12 +276,14 @@ class RateLimiter:
             lat = self._lat = latency if self._lat is None else self._lat + a * (latency - self._lat)
             # the minimum of the average, drifting up slowly to adapt to longer answers
             self._lat_base = min(self._lat_base * 1.0002, lat) if self._n_lat > 20 else lat
+            if self._n_lat == 1 and self._max_conc is None:   # the first latency: a cap at once
+                self._update_cap()
         self._x_n += 1
         if now - self._x_t0 >= 1.0:
             sample = self._x_n / (now - self._x_t0)
             self._x = max(sample, self._x + 0.5 * (sample - self._x))   # no lag on the way up
             self._x_n, self._x_t0 = 0, now
-            if self._cap_source in ("learned", "latency"):
+            if self._max_conc is None:   # the cap follows throughput and latency
                 self._update_cap()
         if self._req.source != "learned":
             return
