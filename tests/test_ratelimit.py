@@ -240,7 +240,8 @@ def test_limits_learned_from_headers_when_none_configured() -> None:
     snap = rl.snapshot()
     assert snap["limits"]["rpm"]["value"] == 3000 and snap["limits"]["rpm"]["source"] == "headers"
     assert snap["limits"]["tpm"]["value"] == 2_000_000 and snap["limits"]["tpm"]["source"] == "headers"
-    assert snap["concurrency_cap"] is None
+    # no concurrency set: what the rate needs at the latency seen, 1.5 x 49.75/s x 0.3 s + 8
+    assert snap["concurrency_source"] == "latency" and snap["concurrency_cap"] == 31
     times = [q.issued_at for q in drain(rl, clock, 10.0)]
     assert 490 <= len(times) <= 500 and max_in_window(times) <= 50
 
