@@ -21,12 +21,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, cacheorder, plans, pricing, providers, reasons
-from .batch_client import client_for
-from .batches import BatchProgress, BatchRunner, batch_factor, check_batch_config, protocol_for
+from . import __version__, cacheorder, loop, plans, pricing, providers, reasons
 from .clock import utc_now
 from .config import Job, load_job
-from .crawler import Crawler, Progress, RunOutcome, worker_id
 from .errors import ConfigError, HarvesterError
 from .gcpause import frozen_heap
 from .hashing import content_hash
@@ -38,13 +35,14 @@ from .results import EarlierPlans, Estimate, LedgerCost, Provenance, QuotaReport
 from .schedule import RunSchedule, run_schedule
 from .shape_load import shapes_for
 from .store import Store, ledger, sqlite_path
-from .teacher import Teacher
 from .terms import check_terms
-from .workers import dead_after, origin, process_gone
+from .workers import dead_after, origin, process_gone, worker_id
 
-if TYPE_CHECKING:  # datasets is slow to import: only `export` needs it
+if TYPE_CHECKING:  # slow to import: datasets only for `export`; the SDK (crawler, batches) only to send
     import datasets
 
+    from .batches import BatchProgress, BatchRunner
+    from .crawler import Crawler, Progress, RunOutcome
     from .export.pipeline import ExportReport
 
 @dataclass
@@ -195,6 +193,7 @@ class Harvester:
             raise ConfigError(f"--mode: {mode!r} is not a mode; give sync or batch")
         terms = check_terms(self.job.teacher)  # before anything is planned or sent
         if mode == "batch":
+            from .batches import check_batch_config
             check_batch_config(self.job)
         # Config errors before anything is written: a run refused for bad input leaves the store as it was.
         self.job.teacher.api_key()
@@ -210,7 +209,6 @@ class Harvester:
             await self._wait_for(schedule, on_wait)
         summary = self.plan()
         store = self.store
-        teacher = Teacher(self.job.teacher)
         if retry_failed:
             store.reset_failures(summary.plan_key)
         max_seq = store.seq_cutoff(summary.plan_key, limit) if limit is not None else None
@@ -219,10 +217,18 @@ class Harvester:
             on_plan(summary)
         store.reset_retryable_failures(summary.plan_key)
         before = store.count_states(summary.plan_key, max_seq)
+        idle = not before["pending"] + before["leased"]
+        if not idle:  # the SDK's import takes seconds: done before our run exists, or peers may take us for dead
+            from .crawler import Crawler
+            from .teacher import Teacher
+            teacher = Teacher(self.job.teacher)
         owner = worker_id()
         run_id = store.start_run(job_name=self.job.name, owner=owner, origin=origin(), version=__version__,
                                  config_hash=self.config_hash(), plan_key=summary.plan_key,
                                  terms=terms.model_dump(mode="json"))
+        if idle:  # nothing left to send: no teacher, no crawler, not even the SDK's import
+            store.end_run(run_id, exit_reason="done", sent=0, answered=0, rate_limited=0)
+            return RunResult("done", "", 0, 0, 0, {}, store.status(summary.plan_key))
         try:
             guard = QuotaGuard(self.job, store, run_id, clock=self.clock)
         except BaseException:
@@ -278,6 +284,8 @@ class Harvester:
 
     async def _run_batches(self, plan_key: str, run_id: int, guard: QuotaGuard, max_seq: int | None, detach: bool,
                            on_progress: Callable[[BatchProgress], None] | None, handle_signals: bool) -> RunResult:
+        from .batch_client import client_for
+        from .batches import BatchRunner, protocol_for
         runner = BatchRunner(self.job, self.store, client_for(self.job.teacher, protocol_for(self.job)),
                              plan_key=plan_key, run_id=run_id, guard=guard if guard.active else None, max_seq=max_seq,
                              detach=detach, on_progress=on_progress)
@@ -295,7 +303,7 @@ class Harvester:
                          self.store.status(plan_key))
 
     def run_sync(self, **kwargs: Any) -> RunResult:
-        return asyncio.run(self.run(**kwargs))
+        return loop.run(self.run(**kwargs))
 
     def stop(self) -> None:
         """Ask a running `run()` to stop gracefully (thread-safe from the loop's thread)."""
@@ -304,6 +312,7 @@ class Harvester:
 
     @staticmethod
     def _install_signals(crawler: Crawler | BatchRunner) -> Callable[[], None] | None:
+        from .crawler import Crawler  # loaded already: a crawler or a batch runner is running
         if threading.current_thread() is not threading.main_thread():
             return None
         loop = asyncio.get_running_loop()
@@ -463,6 +472,7 @@ class Harvester:
         if prices is None:
             p["cost"] = None
             return p
+        from .batches import batch_factor
         factor = batch_factor(self.job)
         for name, c in p["channels"].items():   # the hour each answer was sent is the ledger's to know
             usage = pricing.TokenUsage(c["prompt_tokens"], c["completion_tokens"], c["cached_tokens"])

@@ -35,6 +35,11 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# In flight at most when max_concurrency is unset (also the teacher's connection pool): 2 s of latency
+# at OpenAI's top tier for small models (30,000 requests/min) with headroom.
+MAX_IN_FLIGHT = 2000
+
+
 class Limits(_Model):
     """What the provider allows. Anything left out is learned from rate-limit headers or adaptively."""
 
@@ -42,7 +47,9 @@ class Limits(_Model):
     tpm: float | None = Field(None, gt=0, description="tokens per minute (input + output)")
     input_tpm: float | None = Field(None, gt=0, description="input tokens per minute, where split")
     output_tpm: float | None = Field(None, gt=0, description="output tokens per minute, where split")
-    max_concurrency: int = Field(64, ge=1, le=10_000, description="requests in flight at most")
+    max_concurrency: int | None = Field(None, ge=1, le=10_000, description=(
+        "requests in flight at most; unset: as many as the limits and the teacher's latency call for "
+        f"(Little's law, with headroom), at most {MAX_IN_FLIGHT}"))
 
 
 TrainingUse = Literal["allowed", "conditional", "forbidden", "unknown"]

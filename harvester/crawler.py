@@ -5,11 +5,7 @@ teacher, retry what is transient, record every attempt and answer through the wr
 from __future__ import annotations
 
 import asyncio
-import math
-import os
-import socket
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_random_exponential
 
 from .clock import utc_now
-from .config import Job
+from .config import MAX_IN_FLIGHT, Job
 from .errors import (
     ConfigError,
     FatalError,
@@ -44,7 +40,7 @@ from .store.writer import StoreWriter
 from .teacher import Reply, Teacher
 from .tokens import TokenEstimator
 from .wake import sleep_unless_woken
-from .workers import Membership, dead_after, process_gone
+from .workers import Membership, dead_after, process_gone, worker_id  # noqa: F401 - worker_id: re-exported
 
 
 class QuotaGate(Protocol):
@@ -97,10 +93,6 @@ def input_token_bound(messages: list[dict[str, Any]]) -> int:
     return 8 + sum(8 + len(str(m.get("content", "")).encode("utf-8")) for m in messages)
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
 class _Stop(Exception):
     """Raised inside a job's task when the run stops before the job was sent."""
 
@@ -131,7 +123,8 @@ class Crawler:
         self.owner = owner
         limits = job.teacher.limits
         self.limiter = limiter or RateLimiter(rpm=limits.rpm, tpm=limits.tpm, input_tpm=limits.input_tpm,
-                                              output_tpm=limits.output_tpm, max_concurrency=limits.max_concurrency)
+                                              output_tpm=limits.output_tpm, max_concurrency=limits.max_concurrency,
+                                              ceiling=MAX_IN_FLIGHT)
         self.quota = quota
         self.estimator = estimator or TokenEstimator()
         self.max_tokens = job.teacher.max_tokens or 4096  # tpm reservation when the job sets none
@@ -194,15 +187,25 @@ class Crawler:
             self.teacher.warm()  # not between the limiter's first admissions and the wire
             await self.membership.join(stopping=lambda: self._stopping, pause=self._pause)
             heartbeat = asyncio.create_task(self.membership.heartbeat())
+            room = asyncio.Event()   # set when a job's task ends: one wake-up, whatever is in flight
+
+            def ended(task: asyncio.Task[Any]) -> None:
+                tasks.discard(task)
+                room.set()
+
             while not self._stopping:
-                prefetch = max(16, 2 * math.floor(self.job.teacher.limits.max_concurrency * self.limiter.share))
+                room.clear()
+                # Claimed ahead: twice what may be in flight now (the limiter's cap follows the limits
+                # and the latency), so that no job waits on the store, and no more: memory does not
+                # grow with the plan.
+                prefetch = max(16, 2 * (self.limiter.concurrency_cap or MAX_IN_FLIGHT))
                 if len(tasks) <= prefetch // 2:  # top up in batches: one claim per prefetch/2 jobs
                     batch = await asyncio.to_thread(self.store.claim, self.plan_key, self.owner,
                                                     prefetch - len(tasks), self.job.lease_seconds, self.max_seq)
                     for claimed in batch:
                         task = asyncio.create_task(self._process(claimed))
                         tasks.add(task)
-                        task.add_done_callback(tasks.discard)
+                        task.add_done_callback(ended)
                     if not batch and not tasks:
                         # Nothing to claim; take back the jobs of dead workers, and stay while live
                         # ones hold jobs that may come back.
@@ -217,8 +220,12 @@ class Crawler:
                         await self._pause(1.0)
                         continue
                 if tasks:
-                    # Wait for room, but not forever: leases of others may expire meanwhile.
-                    await asyncio.wait(tasks, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                    # Wait for room, but not forever: leases of others may expire meanwhile. (Not
+                    # asyncio.wait(tasks): it hooks every task at each call, O(in flight) per answer.)
+                    try:
+                        await asyncio.wait_for(room.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
             if tasks:
                 waiting = [t for t in tasks if t not in self._sending]
                 for t in waiting:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .crawler import Progress as RunProgress
 from .results import Estimate, QuotaReport, Status
 from .units import count_text, duration_text, usd_text
+
+if TYPE_CHECKING:  # the crawler imports the SDK: seconds of start-up a finished job does not need
+    from .crawler import Progress as RunProgress
 
 
 def _limits_text(snapshot: dict[str, Any], sources: bool = True) -> str:

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from . import loop
 from .errors import HarvesterError
 from .providers.openai import HEADERS as OPENAI_HEADERS
 from .sim_cache import PrefixCache
@@ -349,7 +350,7 @@ class Simulator:
         nth = self.answers_per_prompt[key]   # answers given to these messages before: the sample, in effect
         # Refusals and empty answers are decided by (messages, nth), not by the fault dice: the same
         # harvest against a fresh simulator meets the same ones.
-        pick = random.Random(f"inject:{key}:{nth}:{cfg.seed}").random()
+        pick = random.Random(f"inject:{key}:{nth}:{cfg.seed}").random() if cfg.refusal_rate or cfg.empty_rate else 1.0
         text: str | None
         if max_tokens is not None and reasoning and r_tokens >= max_tokens:  # spent all on thinking
             text, c_tokens, finish, r_tokens = None, 0, "length", max_tokens
@@ -488,6 +489,6 @@ def serve_forever(config: SimConfig, host: str = "127.0.0.1", port: int = 8765,
             await sim.stop()
 
     try:
-        asyncio.run(main())
+        loop.run(main())   # uvloop when installed: the simulator must not be the bottleneck of a benchmark
     except KeyboardInterrupt:
         pass

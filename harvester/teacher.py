@@ -6,7 +6,6 @@ this module only decides what a failure means: retry it, record it as permanent,
 
 from __future__ import annotations
 
-import importlib
 import json
 import socket
 import ssl
@@ -14,10 +13,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
+import httpx2
 import openai
 
 from . import providers
+from .config import MAX_IN_FLIGHT
 from .config import Teacher as TeacherConfig
 from .errors import FatalError, PermanentError, RetryableError, TeacherError
 from .providers import Feedback
@@ -47,26 +48,22 @@ class Teacher:
         self.config = config
         self._key = config.api_key()
         self._reader = providers.reader(providers.identify(config.provider, config.base_url))
-        conns = max_connections or config.limits.max_concurrency
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=conns, max_keepalive_connections=conns),
-            timeout=httpx.Timeout(config.timeout, connect=min(config.timeout, 15.0)),
-        )
-        # openai>=3 annotates http_client as httpx2.AsyncClient only, yet takes an httpx.AsyncClient too
-        # (openai._httpx2.is_legacy_httpx_async_client): its annotation is narrower than what it accepts.
+        conns = max_connections or config.limits.max_concurrency or MAX_IN_FLIGHT
+        self._connect_timeout = min(config.timeout, 15.0)
+        # The SDK's aiohttp transport (openai.DefaultAioHttpClient, httpx2 in front of aiohttp): at
+        # hundreds of connections httpx's own pool costs several ms of CPU per request (its pool scans
+        # every connection per request, encode/httpcore#1035); aiohttp's does not (bench_throughput).
+        self._http = openai.DefaultAioHttpClient(
+            limits=httpx2.Limits(max_connections=conns, max_keepalive_connections=conns),
+            timeout=httpx2.Timeout(config.timeout, connect=self._connect_timeout))
         self._client = openai.AsyncOpenAI(api_key=self._key, base_url=config.base_url, max_retries=0,
-                                          http_client=self._http,  # type: ignore[arg-type]
-                                          timeout=config.timeout)
+                                          http_client=self._http, timeout=config.timeout)
 
     def warm(self) -> None:
         """Load now what the first request would load lazily (the SDK's chat resources: tens of ms),
         so that it does not delay the first requests between the limiter's admission and the wire.
         No network."""
         _ = self._client.chat.completions.with_raw_response.create
-        try:  # httpcore's asyncio backend, loaded at the first connection
-            importlib.import_module("anyio._backends._asyncio")
-        except ImportError:
-            pass
 
     def scrub(self, text: str) -> str:
         """Remove the key from any text that came back from the server (some echo it)."""
@@ -78,18 +75,16 @@ class Teacher:
         try:
             # The SDK's client does auth, URLs and error classes; we skip its typed request transform
             # and response models (over half a millisecond of CPU per request) and read the JSON ourselves.
-            response = await self._client.post("/chat/completions", cast_to=httpx.Response, body=body)
+            response = await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
         except openai.APIStatusError as e:
             raise self._classify_status(e) from None
-        except openai.APITimeoutError as e:
-            if any(type(x).__name__ == "ConnectTimeout" for x in _chain(e)):  # never reached: not a slow answer
-                raise RetryableError(self.scrub(f"no connection to {self.config.base_url} within "
-                                                f"{self._http.timeout.connect:g} s"), kind="connect_timeout",
-                                     feedback=providers.Reader.transport(timed_out=False)) from None
-            raise RetryableError("the teacher did not answer within the timeout", kind="timeout",
-                                 feedback=providers.Reader.transport(timed_out=True)) from None
-        except openai.APIConnectionError as e:
+        except openai.APIConnectionError as e:   # APITimeoutError too: aiohttp's errors tell them apart
             kind, what = connection_failure(e)
+            if kind == "timeout":
+                raise RetryableError("the teacher did not answer within the timeout", kind="timeout",
+                                     feedback=providers.Reader.transport(timed_out=True)) from None
+            if kind == "connect_timeout":  # never reached: not a slow answer
+                what = f"no connection within {self._connect_timeout:g} s"
             raise RetryableError(self.scrub(f"connection to {self.config.base_url} failed: {what}"), kind=kind,
                                  feedback=providers.Reader.transport(timed_out=False)) from None
         latency = time.monotonic() - start
@@ -109,7 +104,7 @@ class Teacher:
                      status=response.status_code, feedback=feedback, raw=answer.meta, reasoning=answer.reasoning,
                      logprobs=answer.logprobs)
 
-    def _bad_answer(self, response: httpx.Response, latency: float,
+    def _bad_answer(self, response: httpx2.Response, latency: float,
                     verdict: Verdict = "retry") -> Feedback:
         """A 2xx whose body is no usable answer: its headers still count, as an error for the limiter."""
         ok = self._reader.reply(response.status_code, response.headers, prompt_tokens=None, completion_tokens=None,
@@ -143,7 +138,6 @@ class Teacher:
 
     async def aclose(self) -> None:
         await self._client.close()
-        await self._http.aclose()
 
 
 # Connection failures that happen before a request reaches any server: they say nothing about the
@@ -162,7 +156,9 @@ def _chain(e: BaseException) -> list[BaseException]:
 
 
 def connection_failure(e: BaseException) -> tuple[str, str]:
-    """(kind, words) of a failed connection: refused, DNS, TLS, or dropped ("connection")."""
+    """(kind, words) of a failed request that got no HTTP answer: refused, DNS, TLS, no connection in time
+    ("connect_timeout"), no answer in time ("timeout"), or dropped ("connection"). Read from the causes,
+    not from the SDK's class: its aiohttp transport maps a dropped connection to a ConnectTimeout."""
     chain = _chain(e)
     for x in chain:
         if isinstance(x, ConnectionRefusedError):
@@ -170,9 +166,23 @@ def connection_failure(e: BaseException) -> tuple[str, str]:
         if isinstance(x, socket.gaierror):
             return "dns", f"the host name does not resolve ({x.strerror or x})"
         if isinstance(x, ssl.SSLError):
-            return "tls", f"TLS handshake failed ({x.reason or x})"
+            return "tls", f"TLS handshake failed ({getattr(x, 'reason', None) or x})"
+    for x in chain:
+        if isinstance(x, aiohttp.ConnectionTimeoutError):
+            return "connect_timeout", "no connection in time"
+        if isinstance(x, (aiohttp.ServerTimeoutError, TimeoutError)):
+            return "timeout", "no answer in time"
+        if isinstance(x, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+            break
+        if isinstance(x, aiohttp.ClientConnectorError):  # e.g. network unreachable, reset on connect
+            return "unreachable", f"cannot connect ({x.os_error or x})"
     last = chain[-1]
-    if any(type(x).__name__ == "ConnectError" for x in chain):  # e.g. network unreachable, reset on connect
+    if any(type(x).__name__ == "ConnectTimeout" for x in chain) and not any(
+            type(x).__module__.startswith("aiohttp") for x in chain):
+        return "connect_timeout", "no connection in time"
+    if any(type(x).__name__ in ("ReadTimeout", "WriteTimeout", "PoolTimeout") for x in chain):
+        return "timeout", "no answer in time"
+    if any(type(x).__name__ == "ConnectError" for x in chain):
         return "unreachable", f"cannot connect ({last})"
     return "connection", f"the connection dropped without an answer ({type(last).__name__})"
 

@@ -28,6 +28,7 @@ import math
 import os
 import socket
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from functools import cache
@@ -43,6 +44,11 @@ MISSED_BEATS = 3        # a worker is dead after this many missed heartbeats (pl
 WINDOW = 1.0            # the providers' shortest window (limits per minute, enforced per second): a
                         # change of shares holds at the provider only once its last second has passed
 
+
+
+def worker_id() -> str:
+    """This process's name as a lease owner: host, pid and a random tail (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 def heartbeat_interval(lease_seconds: float) -> float:
     """Often enough to re-divide the limits quickly, and to renew leases (every lease/3) in time."""

@@ -53,9 +53,9 @@ def test_dry_run_of_an_edited_copy_changes_nothing_the_original_sees(sim, make_j
     assert "dry run: 10 of 10 jobs pending" in dry.stdout
 
     assert json.loads(cli("status", str(job), "--json").stdout) == json.loads(before)
+    assert dump(db(job)) == tables_before
     assert cli("export", str(job)).returncode == 0
     assert (job.parent / "data" / "t" / "train.jsonl").read_text() == rows_before
-    assert dump(db(job)) == tables_before
     # the copy was never planned either
     assert json.loads(cli("status", str(copy), "--json").stdout)["planned"] is False
     assert sim.stats()["requests"] == 10

@@ -213,7 +213,7 @@ def test_the_graph_is_read() -> None:
     """The parser sees the imports it must (else the tests below would pass on an empty graph)."""
     assert {"harvester.store.rows", "harvester.prompts.tables", "harvester.export.pipeline"} <= set(modules())
     top = graph()
-    assert {"harvester.config", "harvester.crawler", "harvester.store"} <= set(top["harvester.api"])
+    assert {"harvester.config", "harvester.quota", "harvester.store"} <= set(top["harvester.api"])
     assert "harvester.store.ledger" in top["harvester.store"]                   # from . import ledger
     assert "harvester.store.rows" in top["harvester.export.filters"]            # absolute
     assert "harvester" in top["harvester.export.pipeline"]                      # from .. import __version__
@@ -221,6 +221,8 @@ def test_the_graph_is_read() -> None:
     assert "harvester.store" not in top["harvester.store.ledger"]               # only under TYPE_CHECKING
     assert "harvester.export.pipeline" not in top["harvester.api"]              # in functions, TYPE_CHECKING
     assert "harvester.export.pipeline" in graph(top_level_only=False)["harvester.api"]
+    assert "harvester.crawler" not in top["harvester.api"]                      # the SDK: only to send
+    assert "harvester.crawler" in graph(top_level_only=False)["harvester.api"]
     assert "harvester.prompts.tables" not in top["harvester.prompts.formats"]   # read on use
 
 

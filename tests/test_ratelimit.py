@@ -240,7 +240,8 @@ def test_limits_learned_from_headers_when_none_configured() -> None:
     snap = rl.snapshot()
     assert snap["limits"]["rpm"]["value"] == 3000 and snap["limits"]["rpm"]["source"] == "headers"
     assert snap["limits"]["tpm"]["value"] == 2_000_000 and snap["limits"]["tpm"]["source"] == "headers"
-    assert snap["concurrency_cap"] is None
+    # no concurrency set: what the rate needs at the latency seen, 1.5 x 49.75/s x 0.3 s + 8
+    assert snap["concurrency_source"] == "latency" and snap["concurrency_cap"] == 31
     times = [q.issued_at for q in drain(rl, clock, 10.0)]
     assert 490 <= len(times) <= 500 and max_in_window(times) <= 50
 
@@ -431,6 +432,40 @@ def test_adaptive_concurrency_does_not_run_away_on_a_batch_bound_server() -> Non
         clock.now += tick
     assert done / 30.0 >= 0.8 * 8            # throughput near the server's 8/s
     assert peak <= 200                       # bounded: not thousands queued at the server
+
+
+def _serve(rl: RateLimiter, clock: FakeClock, seconds: float, latency: float, tick: float = 0.01) -> int:
+    """Admit as fast as the limiter allows; each request answers `latency` s later. Returns the peak in flight."""
+    pending: list[tuple[float, int, Permit]] = []
+    peak, end = 0, clock.now + seconds
+    while clock.now < end:
+        while pending and pending[0][0] <= clock.now:
+            _, _, p = heapq.heappop(pending)
+            rl.complete(p, Feedback("ok", status=200, prompt_tokens=10, completion_tokens=10, latency=latency))
+        while isinstance(p := rl.try_acquire(10, 10), Permit):
+            heapq.heappush(pending, (clock.now + latency, p.seq, p))
+        peak = max(peak, len(pending))
+        clock.now += tick
+    return peak
+
+
+def test_in_flight_follows_the_limit_and_the_latency_when_no_concurrency_is_set() -> None:
+    """30,000 requests/min at 1 s: 500 in flight are needed, and a fixed cap of 64 would hold the run to
+    64/s. Unset, the cap is rate x latency x headroom (Little's law), and the rate is used to its end."""
+    clock = FakeClock(0.0)
+    rl = RateLimiter(clock=clock, rpm=30_000, ceiling=2000)
+    peak = _serve(rl, clock, 10.0, latency=1.0)
+    snap = rl.snapshot()
+    assert snap["concurrency_source"] == "latency"
+    assert 500 <= snap["concurrency_cap"] <= 1.6 * 500 + 10
+    # After the first response's probe (1 s at 8 in flight), the limit, not the cap, sets the pace
+    assert snap["admitted"] >= 0.95 * 500 * 9
+    assert peak <= snap["concurrency_cap"]
+    slow = RateLimiter(clock=FakeClock(0.0), rpm=30_000, ceiling=600)   # the ceiling still holds
+    _serve(slow, slow._clock, 5.0, latency=2.0)  # type: ignore[arg-type]
+    assert slow.concurrency_cap == 600
+    capped = RateLimiter(clock=FakeClock(0.0), rpm=30_000, max_concurrency=64, ceiling=2000)
+    assert _serve(capped, capped._clock, 5.0, latency=1.0) <= 64  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- snapshot

@@ -42,6 +42,9 @@ LATENCY_SLACK = 0.05      # seconds of average latency above the unloaded baseli
 # Workers sharing a limit (set_share < 1) each stretch their hard window by this: their requests reach
 # the provider with independent delays, so together they need headroom one process's stream does not.
 SHARED_JITTER = 0.025
+# Known limits, no concurrency set: in flight = rate x average latency (Little's law) x LITTLE_HEADROOM
+# (latency varies, and the rate must not starve while it climbs) + LITTLE_SLACK, at most `ceiling`.
+LITTLE_HEADROOM, LITTLE_SLACK = 1.5, 8
 _NAMES = ("rpm", "tpm", "input_tpm", "output_tpm")
 _NO_ENTRIES = (None, None, None, None)
 _INDEX = {"requests": 0, "tokens": 1, "input_tokens": 2, "output_tokens": 3}   # LimitHint.dimension → _dims
@@ -74,7 +77,8 @@ class RateLimiter:
     def __init__(self, *, rpm: float | None = None, tpm: float | None = None,
                  input_tpm: float | None = None, output_tpm: float | None = None,
                  max_concurrency: int | None = None, clock: Callable[[], float] = time.monotonic,
-                 pace: float = 0.995, probe: int = PROBE, refund_window: bool = False) -> None:
+                 pace: float = 0.995, probe: int = PROBE, refund_window: bool = False,
+                 ceiling: int | None = None) -> None:
         now = clock()
         self._clock, self._pace, self._refund_window = clock, pace, refund_window
         # Requests start with one in the bucket (no burst at t=0); token buckets start full.
@@ -82,6 +86,7 @@ class RateLimiter:
                            ((rpm, 1.0), (tpm, math.inf), (input_tpm, math.inf), (output_tpm, math.inf)))
         self._req = self._dims[0]
         self._max_conc = max_concurrency
+        self._ceiling = ceiling             # in flight at most when max_concurrency is unset
         self._inflight = self._admitted = self._n429 = 0
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._paused_until = -math.inf
@@ -271,12 +276,14 @@ class RateLimiter:
             lat = self._lat = latency if self._lat is None else self._lat + a * (latency - self._lat)
             # the minimum of the average, drifting up slowly to adapt to longer answers
             self._lat_base = min(self._lat_base * 1.0002, lat) if self._n_lat > 20 else lat
+            if self._n_lat == 1 and self._max_conc is None:   # the first latency: a cap at once
+                self._update_cap()
         self._x_n += 1
         if now - self._x_t0 >= 1.0:
             sample = self._x_n / (now - self._x_t0)
             self._x = max(sample, self._x + 0.5 * (sample - self._x))   # no lag on the way up
             self._x_n, self._x_t0 = 0, now
-            if self._cap_source == "learned":
+            if self._max_conc is None:   # the cap follows throughput and latency
                 self._update_cap()
         if self._req.source != "learned":
             return
@@ -323,21 +330,37 @@ class RateLimiter:
         self._update_cap()
 
     def _update_cap(self) -> None:
+        cap: int | None
         if self._max_conc is not None:
             cap, src = max(1, math.floor(self._max_conc * self._share + 1e-9)), "config"
         elif self._req.source == "learned":
             # k x throughput x unloaded latency (as BBR): room to grow k-fold per round trip,
             # yet the cap does not grow with queueing delay, so a batch-bound server (vLLM,
             # Ollama) cannot make us pile up requests. k = 2 once latency has started to climb.
+            # Latency within LATENCY_SLACK of the baseline counts as noise, so it is room too: a teacher
+            # answering in a millisecond would otherwise hold us to a handful in flight.
             gain = 3.0 if self._lat is None or self._lat < 1.5 * self._lat_base else 2.0
-            cap = math.ceil(gain * self._x * self._lat_base) + 2 if self._lat_base < math.inf else 0
+            cap = (math.ceil(gain * self._x * (self._lat_base + LATENCY_SLACK)) + 2
+                   if self._lat_base < math.inf else 0)
             cap, src = max(self._probe, 4, cap), "learned"
+        elif self._lat is not None:
+            # Known limits: what the rate needs in flight at the latency seen (Little's law). Without a
+            # request rate (tokens only), twice the throughput, which doubles per round trip at most.
+            rate = self._req.rate if self._req.limit is not None else 2.0 * self._x
+            cap, src = math.ceil(LITTLE_HEADROOM * rate * self._lat) + LITTLE_SLACK, "latency"
         else:
             cap, src = None, None
+        if src != "config" and self._ceiling is not None:
+            cap = self._ceiling if cap is None else min(cap, self._ceiling)
         if self._probing:
             cap = self._probe if cap is None else min(cap, self._probe)
-        self._cap: int | None = cap
+        self._cap = cap
         self._cap_source: str | None = src
+
+    @property
+    def concurrency_cap(self) -> int | None:
+        """Requests in flight at most now (None: no cap)."""
+        return self._cap
 
     # ------------------------------------------------------------------ sharing
     def set_share(self, fraction: float) -> None:
