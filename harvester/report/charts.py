@@ -6,6 +6,7 @@ None when there is nothing to draw. matplotlib's object API (Figure, not pyplot)
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -46,8 +47,9 @@ MIN_SPAN = 10 / 86400        # days: a time axis spans at least 10 s (a tick per
 
 
 def _time_axis(ax: Any) -> None:
-    lo, hi = ax.get_xlim()
-    if hi - lo < MIN_SPAN:
+    # From the data, not the view: a single bucket's view is autoscaled by 5% of its date (years wide)
+    lo, hi = ax.dataLim.intervalx
+    if math.isfinite(lo) and math.isfinite(hi) and hi - lo < MIN_SPAN:
         ax.set_xlim(lo, lo + MIN_SPAN)
     ax.xaxis_date(UTC)
     locator = mdates.AutoDateLocator(maxticks=8, tz=UTC)  # type: ignore[no-untyped-call]
@@ -68,8 +70,13 @@ def _legend(fig: Figure, ax: Any, ncols: int = 4) -> None:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)))
 
 
-def _step(ax: Any, t: list[float], values: Sequence[float | None], **kw: Any) -> None:
-    ax.step(t, [float("nan") if v is None else v for v in values], where="post", **kw)
+def _step(ax: Any, t: list[float], width: float, values: Sequence[float | None], **kw: Any) -> None:
+    """Buckets starting at `t` (days), each `width` seconds wide: the last one drawn to its end too, so a
+    harvest of one bucket shows as a level, not as nothing."""
+    ys = [float("nan") if v is None else v for v in values]
+    if t:
+        t, ys = [*t, t[-1] + width / DAY], [*ys, ys[-1]]
+    ax.step(t, ys, where="post", **kw)
 
 
 def rate(d: dict[str, Any]) -> Figure | None:
@@ -84,8 +91,8 @@ def rate(d: dict[str, Any]) -> Figure | None:
     if len(runs) > 1:
         ax.stackplot(t, *[[n / width for n in v] for v in runs.values()], step="post", alpha=0.35,
                      labels=[f"run {r}" for r in runs])
-    _step(ax, t, [n / width for n in a["requests"]], color=COLORS["requests"], label="requests/s")
-    _step(ax, t, [n / width for n in d["answers"]["answers"]], color=COLORS["answers"], label="answers/s")
+    _step(ax, t, d["width"], [n / width for n in a["requests"]], color=COLORS["requests"], label="requests/s")
+    _step(ax, t, d["width"], [n / width for n in d["answers"]["answers"]], color=COLORS["answers"], label="answers/s")
     for i, seg in enumerate(d["limits"]):
         start, end = _times([seg["start"], seg["end"]])
         ax.hlines(seg["per_second"], start, end, colors=COLORS["limit"], linestyles="--",
@@ -111,7 +118,7 @@ def errors(d: dict[str, Any]) -> Figure | None:
         color = COLORS["429"] if kind == "http_429" else ERROR_COLORS[i % len(ERROR_COLORS)]
         ax.bar(t, counts, width=width_days, bottom=bottom, align="edge", color=color, label=kind)
         bottom = [b + c for b, c in zip(bottom, counts)]
-    _step(ax, t, a["retries"], color=COLORS["retries"], label="retries")
+    _step(ax, t, d["width"], a["retries"], color=COLORS["retries"], label="retries")
     ax.set_ylabel(f"per {_width_text(d['width'])}")
     ax.set_title("429s, retries and errors by class")
     _legend(fig, ax, ncols=6)
@@ -127,7 +134,7 @@ def latency(d: dict[str, Any]) -> Figure | None:
     fig = _figure(height=2.8)
     left, right = fig.subplots(1, 2, width_ratios=[2, 1])
     for q, style in (("p50", "-"), ("p90", "--"), ("p99", ":")):
-        _step(left, t, lat[q], color=COLORS["requests"], linestyle=style, label=q)
+        _step(left, t, d["width"], lat[q], color=COLORS["requests"], linestyle=style, label=q)
     left.set_yscale("log")
     _plain_log(left.yaxis)
     left.set_ylabel("seconds")
@@ -157,8 +164,8 @@ def tokens(d: dict[str, Any]) -> Figure | None:
     fig = _figure()
     ax = fig.add_subplot()
     per = 60 / d["width"]
-    _step(ax, t, [n * per for n in ans["prompt_tokens"]], color=COLORS["in"], label="tokens in")
-    _step(ax, t, [n * per for n in ans["completion_tokens"]], color=COLORS["out"], label="tokens out")
+    _step(ax, t, d["width"], [n * per for n in ans["prompt_tokens"]], color=COLORS["in"], label="tokens in")
+    _step(ax, t, d["width"], [n * per for n in ans["completion_tokens"]], color=COLORS["out"], label="tokens out")
     ax.set_ylabel("per minute")
     ax.set_ylim(bottom=0)
     ax.set_title("Tokens of the answers, in and out")
@@ -175,12 +182,12 @@ def budgets(d: dict[str, Any]) -> Figure | None:
         return None
     fig = _figure(height=2.6, width=4.2 * (1 + len(rows)))
     axes = fig.subplots(1, 1 + len(rows), squeeze=False)[0]
-    _step(axes[0], t, spent["usd"], color=COLORS["requests"], label="spent")
+    _step(axes[0], t, d["width"], spent["usd"], color=COLORS["requests"], label="spent")
     axes[0].set_ylabel("USD")
     axes[0].set_ylim(bottom=0)
     axes[0].set_title("Cumulative spend (the quota ledger)")
     for ax, b in zip(axes[1:], rows):
-        _step(ax, t, b["values"], color=COLORS["requests"], label="used")
+        _step(ax, t, d["width"], b["values"], color=COLORS["requests"], label="used")
         ax.axhline(b["limit"], color=COLORS["limit"], linestyle="--", label=f"limit {b['limit']:,g}")
         for k in b["resets"]:
             ax.axvline(t[k], color="#7f7f7f", linestyle=":", linewidth=1)
