@@ -57,14 +57,17 @@ def test_the_store_counts_answers_by_channel(store_url: str) -> None:
     try:
         store.plan([JobSpec(f"j{i}", f"p{i}", i, 0, {"messages": [{"role": "user", "content": f"q{i}"}]}, "f:1", {})
                     for i in range(6)], "plan")
-        raws = [{"batch": "batch_abc"}, {"batch": 3, "id": "x"}, {"id": "y"}, None, {"batch": None}, {"batch": "b"}]
+        raws = [{"batch": "batch_abc"}, {"batch": 3, "id": "x", "cached_tokens": 5}, {"id": "y", "cached_tokens": 7},
+                None, {"batch": None}, {"batch": "b"}]
         store.record([], [AnswerRow(f"j{i}", 1, "m" if i % 2 else "n", "a", "stop", 10 + i, 100 * i, 0.0, raw)
                           for i, raw in enumerate(raws)], [])
         p = store.provenance("plan")
     finally:
         store.close()
-    assert p["channels"] == {"batch": {"answers": 3, "prompt_tokens": 10 + 11 + 15, "completion_tokens": 600},
-                             "sync": {"answers": 3, "prompt_tokens": 12 + 13 + 14, "completion_tokens": 900}}
+    assert p["channels"] == {"batch": {"answers": 3, "prompt_tokens": 10 + 11 + 15, "completion_tokens": 600,
+                                       "cached_tokens": 5},
+                             "sync": {"answers": 3, "prompt_tokens": 12 + 13 + 14, "completion_tokens": 900,
+                                      "cached_tokens": 7}}
     assert p["answers"] == 6 and p["models_reported"] == ["m", "n"]
     _fits(p, Provenance, "store.provenance")
 
@@ -119,7 +122,8 @@ def test_without_prices_the_export_gives_the_counts_only(sim_factory, make_job, 
     p = json.loads((out / "stats.json").read_text())["provenance"]
     _fits(p, Provenance, "stats.json provenance")
     assert p["cost"] is None and p["channels"]["batch"] == {"answers": 30, "prompt_tokens": by_channel(job)["batch"][1],
-                                                            "completion_tokens": by_channel(job)["batch"][2]}
+                                                            "completion_tokens": by_channel(job)["batch"][2],
+                                                            "cached_tokens": 0}   # short prompts: nothing cached
     line = next(x for x in (out / "README.md").read_text().splitlines() if x.startswith("- through provider batches:"))
     assert "30 of 30 answers" in line and "$" not in line
 
