@@ -288,11 +288,12 @@ def test_anthropic_succeeded_line() -> None:
     line = an.read_line(_succeeded(message))
     assert line == LineResult("k-1", "answered", Answer(
         "The answer.", "stop", "claude-x", 112, 7, "First,\n\nthen.",
-        {"id": "msg_1", "cache_creation_input_tokens": 100, "reasoning_tokens": 4}))
+        {"id": "msg_1", "cache_creation_input_tokens": 100, "cache_write_tokens": 100, "reasoning_tokens": 4}))
     plain = an.read_line(_succeeded(_message([_text("Hi")], cache_creation_input_tokens=0,
                                              cache_read_input_tokens=30)))
     assert plain.answer is not None and plain.answer.prompt_tokens == 42 and plain.answer.reasoning is None
-    assert plain.answer.meta == {"id": "msg_1", "cache_creation_input_tokens": 0, "cache_read_input_tokens": 30}
+    assert plain.answer.meta == {"id": "msg_1", "cache_creation_input_tokens": 0, "cache_read_input_tokens": 30,
+                                 "cached_tokens": 30}   # harvester's own names too (pricing reads those)
     bare = an.read_line(_succeeded(_message([_text("Hi")])))
     assert bare.answer is not None and bare.answer.meta == {"id": "msg_1"} and bare.answer.prompt_tokens == 12
 
