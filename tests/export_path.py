@@ -40,7 +40,7 @@ def export_reasons(records: Iterable[Record], **steps: Any) -> tuple[list[str | 
     ordered = sorted(records, key=lambda r: r.seq)
     decisions = pass1(ordered, **steps)
     rejects = Rejects()
-    written = {r.seq for r in _survivors(ordered, decisions, rejects)}
+    written = {r.seq for r in _survivors(ordered, decisions, rejects, Counter())}
     assert written.isdisjoint(rejects.rows) and len(written) + len(rejects.rows) == len(records)
     return [rejects.rows[r.seq][0] if r.seq in rejects.rows else None for r in records], decisions
 
