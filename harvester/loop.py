@@ -23,7 +23,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         return None
-    return uvloop.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop   # typed: uvloop may be absent
+    return factory
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
