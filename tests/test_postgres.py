@@ -88,7 +88,9 @@ def finish(procs: list[Any], timeout: float = 90) -> list[int]:
             if p.poll() is None:
                 p.kill()
     for p in procs:
-        p.communicate()
+        out, err = p.communicate()
+        if p.returncode not in (0, -9, 130):   # what a worker said when it failed: in the test's output
+            print(f"worker {p.pid} exited {p.returncode}:\n{out}{err}")
     return codes
 
 
